@@ -1,0 +1,3 @@
+from preloader.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""`OLLAMA_HOST` parsing, exactly as Ollama's own `envconfig.Host` does it.
+
+One value must mean one endpoint everywhere: the same variable is read by the `ollama` CLI in a puller
+container and by the server, so we follow Go's rules (including their quirks, such as `http://h` meaning
+port 80) rather than Python's `urllib` conventions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+DEFAULT_PORT = "11434"
+
+
+@dataclass(frozen=True)
+class OllamaHost:
+    scheme: str
+    host: str  # as Ollama reports it: "" for `:1234` means every interface
+    port: str
+    path: str  # reverse-proxy prefix, without leading or trailing slash
+
+    @property
+    def url(self) -> str:
+        """The server address as Ollama itself would print it.
+
+        >>> parse_host("ollama:11434").url
+        'http://ollama:11434'
+        >>> parse_host("https://example.com/ollama").url
+        'https://example.com:443/ollama'
+        """
+        return _join(self.scheme, self.host, self.port, self.path)
+
+    @property
+    def base_url(self) -> str:
+        """The address a client connects to: wildcard binds mean this machine.
+
+        >>> parse_host("0.0.0.0").base_url
+        'http://127.0.0.1:11434'
+        >>> parse_host("[::]:8080").base_url
+        'http://[::1]:8080'
+        """
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return _join(self.scheme, host, self.port, self.path)
+
+
+def parse_host(value: str | None) -> OllamaHost:
+    """Parse an `OLLAMA_HOST` value. Never fails: like Ollama, a bad port falls back to the default.
+
+    >>> parse_host("").url
+    'http://127.0.0.1:11434'
+    >>> parse_host("http://ollama").url
+    'http://ollama:80'
+    >>> parse_host("::1").url
+    'http://[::1]:11434'
+    """
+    text = (value or "").strip().strip("\"'").strip()
+    default_port = DEFAULT_PORT
+    scheme, sep, hostport = text.partition("://")
+    if not sep:
+        scheme, hostport = "http", text
+        if text == "ollama.com":
+            scheme, hostport = "https", "ollama.com:443"
+    elif scheme == "http":
+        default_port = "80"
+    elif scheme == "https":
+        default_port = "443"
+
+    hostport, _, path = hostport.partition("/")
+    split = _split_host_port(hostport)
+    if split is None:
+        host, port = "127.0.0.1", default_port
+        ip = _parse_ip(hostport.strip("[]"))
+        if ip is not None:
+            host = ip
+        elif hostport:
+            host = hostport
+    else:
+        host, port = split
+    if not _valid_port(port):
+        port = default_port
+    return OllamaHost(scheme=scheme, host=host, port=port, path=path.strip("/"))
+
+
+def _split_host_port(hostport: str) -> tuple[str, str] | None:
+    """Go's `net.SplitHostPort`: None where Go returns an error."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0 or not hostport[end + 1 :].startswith(":"):
+            return None
+        host, port = hostport[1:end], hostport[end + 2 :]
+        if ":" in port or "[" in port or "]" in port:
+            return None
+        return host, port
+    host, sep, port = hostport.rpartition(":")
+    if not sep or ":" in host or any(c in hostport for c in "[]"):
+        return None
+    return host, port
+
+
+def _parse_ip(text: str) -> str | None:
+    """Go's `net.ParseIP(text).String()`, or None when it is not an IP literal."""
+    if "%" in text:  # Go's ParseIP rejects zoned addresses
+        return None
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return ip.compressed
+
+
+def _valid_port(port: str) -> bool:
+    # Go's strconv.ParseInt accepts a sign, so "+80" is a port and "-1" is rejected only by the range check.
+    body = port[1:] if port[:1] in "+-" else port
+    return body.isdigit() and body.isascii() and 0 <= int(port) <= 65535
+
+
+def _join(scheme: str, host: str, port: str, path: str) -> str:
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{scheme}://{netloc}" + (f"/{path}" if path else "")

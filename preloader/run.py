@@ -1,0 +1,114 @@
+"""One preload run, step by step: announce, wait for the server, warm each model, verify residency."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from preloader.client import OllamaClient, RunningModel
+from preloader.config import Config
+from preloader.entries import ModelEntry
+from preloader.logs import EventLog
+from preloader.verify import Residency, verify_residency
+from preloader.wait import wait_for_server
+from preloader.warm import Warmer, WarmOutcome, is_transient
+
+PS_TIMEOUT = (10.0, 60.0)
+
+
+@dataclass
+class Progress:
+    """What the run has learned so far. The CLI reads it even when the run is cut short by a signal."""
+
+    server_version: str | None = None
+    waited: float | None = None
+    outcomes: list[WarmOutcome] = field(default_factory=list)
+    residency: dict[str, Residency] = field(default_factory=dict)
+
+
+def preload(config: Config, client: OllamaClient, log: EventLog, progress: Progress) -> None:
+    announce(config, log)
+    status = wait_for_server(client, config.wait_timeout, log)
+    progress.server_version, progress.waited = status.version, status.waited
+    warm_all(Warmer(client, config, log), config.models, config.concurrency, progress.outcomes)
+    if any(outcome.outcome == "warmed" for outcome in progress.outcomes):
+        progress.residency = verify_residency(progress.outcomes, list_running(client), datetime.now(timezone.utc))
+        report_residency(progress.residency, log)
+
+
+def announce(config: Config, log: EventLog) -> None:
+    names = [entry.text for entry in config.models]
+    log.info(
+        "start",
+        f"{len(names)} model(s) to warm on {config.host.base_url}: {', '.join(names)}",
+        url=config.host.base_url,
+        models=names,
+    )
+    local = [entry for entry in config.models if not entry.name.cloud]
+    limit = config.max_loaded_models
+    if limit and len(local) > limit:
+        log.warning(
+            "too-many-models",
+            f"{len(local)} models listed but the server keeps at most {limit} (OLLAMA_MAX_LOADED_MODELS): "
+            "the first ones will be evicted by the last ones and the run will fail",
+            listed=len(local),
+            max_loaded_models=limit,
+        )
+
+
+def warm_all(warmer: Warmer, entries: Sequence[ModelEntry], concurrency: int, outcomes: list[WarmOutcome]) -> None:
+    """Warm in listed order; with concurrency > 1, up to that many requests are in flight at once."""
+    if concurrency <= 1:
+        for entry in entries:
+            outcomes.append(warmer.warm(entry))
+        return
+    # Daemon threads: a signal must be able to end the run without waiting for a load to finish.
+    todo: queue.Queue[ModelEntry] = queue.Queue()
+    done: queue.Queue[WarmOutcome] = queue.Queue()
+    for entry in entries:
+        todo.put(entry)
+
+    def worker() -> None:
+        while True:
+            try:
+                entry = todo.get_nowait()
+            except queue.Empty:
+                return
+            done.put(warmer.warm(entry))
+
+    for _ in range(min(concurrency, len(entries))):
+        threading.Thread(target=worker, daemon=True).start()
+    for _ in entries:
+        outcomes.append(done.get())
+
+
+def list_running(client: OllamaClient) -> list[RunningModel]:
+    retrying = Retrying(
+        stop=stop_after_attempt(3),
+        wait=wait_exponential(multiplier=0.5, max=4),
+        retry=retry_if_exception(is_transient),
+        reraise=True,
+    )
+    return retrying(client.ps, timeout=PS_TIMEOUT)
+
+
+def report_residency(residency: dict[str, Residency], log: EventLog) -> None:
+    for model, where in residency.items():
+        if where.resident:
+            log.info(
+                "resident",
+                f"resident ({where.where}, expires {where.expires})",
+                model=model,
+                where=where.where,
+                expires=where.expires,
+                context_length=where.context_length,
+            )
+        elif where.message and where.message.startswith("unloaded as asked"):
+            log.info("unloaded", where.message, model=model)
+        else:
+            log.error("not-resident", f"not resident: {where.message}", model=model)

@@ -1,0 +1,115 @@
+"""Wait until the server answers `GET /api/version`, within a hard deadline.
+
+Ollama listens before it serves (GPU discovery runs between the two), so a successful connect proves
+nothing: each attempt needs a real HTTP answer, and its own timeout so a silent server cannot hold us past
+the deadline. Polling starts fast and stays fast because detection lag is the whole point of the tool: a
+refused connect to a not-yet-listening server costs nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
+
+from preloader.client import OllamaClient
+from preloader.durations import format_seconds
+from preloader.errors import OllamaError, ServerNotReady
+from preloader.logs import EventLog
+
+FIRST_WAIT = 0.1
+MAX_WAIT = 0.4  # the average detection lag is about half of this
+ATTEMPT_CONNECT_TIMEOUT = 1.0
+ATTEMPT_READ_TIMEOUT = 5.0
+LOG_EVERY = 5.0  # seconds between "still waiting" lines
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    version: str
+    waited: float  # seconds until the first successful answer
+
+
+def wait_for_server(
+    client: OllamaClient,
+    timeout: float,
+    log: EventLog,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ServerStatus:
+    start = clock()
+    deadline = start + timeout
+    progress = _ProgressLog(log, client.base_url, start, clock)
+
+    def remaining() -> float:
+        return max(deadline - clock(), 0.0)
+
+    def until_deadline(state: RetryCallState) -> float:
+        # Never sleep past the deadline: the last attempt happens right at it, not one backoff step early.
+        return min(backoff(state), remaining())
+
+    backoff = wait_exponential(multiplier=FIRST_WAIT, exp_base=1.5, min=FIRST_WAIT, max=MAX_WAIT)
+    retrying = Retrying(
+        # The deadline is computed once from our clock (injectable in tests), not from tenacity's own.
+        stop=lambda _state: remaining() <= 0,
+        wait=until_deadline,
+        retry=retry_if_exception_type(OllamaError),
+        before_sleep=progress,
+        sleep=sleep,
+        reraise=True,
+    )
+    log.info(
+        "wait",
+        f"waiting up to {format_seconds(timeout)} for the server at {client.base_url}",
+        url=client.base_url,
+        timeout_seconds=timeout,
+    )
+    try:
+        version = retrying(
+            lambda: client.version(
+                timeout=(
+                    min(ATTEMPT_CONNECT_TIMEOUT, max(remaining(), 0.05)),
+                    min(ATTEMPT_READ_TIMEOUT, max(remaining(), 0.05)),
+                )
+            )
+        )
+    except OllamaError as exc:
+        raise ServerNotReady(
+            f"the server at {client.base_url} did not answer within {format_seconds(timeout)} "
+            f"({retrying.statistics.get('attempt_number', 1)} attempts; last: {exc}). Check that Ollama is running and that OLLAMA_HOST "
+            "points at it, or raise OLLAMA_PRELOAD_WAIT_TIMEOUT for slow starts"
+        ) from exc
+    status = ServerStatus(version=version, waited=clock() - start)
+    log.info(
+        "ready",
+        f"server ready after {format_seconds(status.waited)} (Ollama {version})",
+        version=version,
+        seconds=round(status.waited, 3),
+    )
+    return status
+
+
+class _ProgressLog:
+    """before_sleep hook: a line every few seconds, not one per attempt."""
+
+    def __init__(self, log: EventLog, url: str, start: float, clock: Callable[[], float]) -> None:
+        self._log, self._url, self._start, self._clock = log, url, start, clock
+        self._last = start
+
+    def __call__(self, state: RetryCallState) -> None:
+        now = self._clock()
+        if now - self._last < LOG_EVERY:
+            return
+        self._last = now
+        error = state.outcome.exception() if state.outcome else None
+        self._log.info(
+            "waiting",
+            f"still waiting for the server after {format_seconds(now - self._start)} "
+            f"(attempt {state.attempt_number}: {error})",
+            attempt=state.attempt_number,
+            seconds=round(now - self._start, 3),
+            error=str(error),
+        )
