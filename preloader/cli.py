@@ -39,7 +39,8 @@ EXIT_STATUSES = f"""exit statuses:
   {EXIT_SERVER_NOT_READY}    the server never became healthy within the wait timeout
   {EXIT_MODELS_NOT_READY}    at least one model failed to warm or is not resident afterwards
   {EXIT_SIGINT}  interrupted by SIGINT;  {EXIT_SIGTERM}  interrupted by SIGTERM
-With best effort, {EXIT_SERVER_NOT_READY} and {EXIT_MODELS_NOT_READY} become {EXIT_OK} (the log still says what failed)."""
+With best effort, {EXIT_SERVER_NOT_READY} and {EXIT_MODELS_NOT_READY} become {EXIT_OK} \
+(the log still says what failed)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

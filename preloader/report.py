@@ -106,7 +106,7 @@ def summary_lines(report: Report) -> list[str]:
         for row in report.models
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in table]
     return [*lines, f"preloader: {verdict(report)}"]
 
 

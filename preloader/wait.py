@@ -79,8 +79,8 @@ def wait_for_server(
     except OllamaError as exc:
         raise ServerNotReady(
             f"the server at {client.base_url} did not answer within {format_seconds(timeout)} "
-            f"({retrying.statistics.get('attempt_number', 1)} attempts; last: {exc}). Check that Ollama is running and that OLLAMA_HOST "
-            "points at it, or raise OLLAMA_PRELOAD_WAIT_TIMEOUT for slow starts"
+            f"({retrying.statistics.get('attempt_number', 1)} attempts; last: {exc}). Check that Ollama is running "
+            "and that OLLAMA_HOST points at it, or raise OLLAMA_PRELOAD_WAIT_TIMEOUT for slow starts"
         ) from exc
     status = ServerStatus(version=version, waited=clock() - start)
     log.info(

@@ -208,7 +208,7 @@ class Warmer:
                 f"no answer within {format_seconds(exc.timeout)}; the load may still be slow. Raise "
                 "OLLAMA_PRELOAD_WARM_TIMEOUT (and the server's OLLAMA_LOAD_TIMEOUT) for large models"
             )
-        if isinstance(exc, OllamaResponseError) and exc.status == 403 and not exc.error.strip("Forbidden "):
+        if isinstance(exc, OllamaResponseError) and exc.status == 403 and exc.error in ("", "Forbidden"):
             return (
                 "HTTP 403 with no explanation: a loopback-bound Ollama refuses requests whose Host header "
                 "is not local; if a proxy is in between, have it send Host: localhost"
