@@ -275,7 +275,9 @@ def _looks_like_path(text: str) -> bool:
 
 
 def parse_bool(text: str) -> bool:
-    """>>> parse_bool("Yes"), parse_bool("0")
+    """Booleans as people write them in .env files.
+
+    >>> parse_bool("Yes"), parse_bool("0")
     (True, False)
     """
     lowered = text.strip().lower()

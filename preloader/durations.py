@@ -39,7 +39,7 @@ def parse_go_duration(text: str) -> float:
     quoted = f'"{text}"'
     body = text
     sign = 1.0
-    if body[:1] in "+-":
+    if body[:1] in ("+", "-"):
         sign = -1.0 if body[0] == "-" else 1.0
         body = body[1:]
     if body == "0":

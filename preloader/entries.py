@@ -37,7 +37,9 @@ class ModelEntry:
 
 
 def split_model_list(text: str) -> list[str]:
-    """>>> split_model_list(" a, b\\n c,,d ")
+    """Entries separated by commas and/or whitespace, newlines included.
+
+    >>> split_model_list(" a, b\\n c,,d ")
     ['a', 'b', 'c', 'd']
     """
     return [item for item in _SEPARATORS.split(text) if item]
@@ -103,7 +105,9 @@ def parse_entry(text: str) -> ModelEntry:
 
 
 def typed_value(text: str) -> OptionValue:
-    """>>> [typed_value(v) for v in ("true", "False", "8192", "-1", "0.7", "1e-3", "q8_0")]
+    """An option value as JSON should carry it: bool, int, float, else string.
+
+    >>> [typed_value(v) for v in ("true", "False", "8192", "-1", "0.7", "1e-3", "q8_0")]
     [True, False, 8192, -1, 0.7, 0.001, 'q8_0']
     """
     lowered = text.lower()

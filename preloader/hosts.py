@@ -113,7 +113,7 @@ def _parse_ip(text: str) -> str | None:
 
 def _valid_port(port: str) -> bool:
     # Go's strconv.ParseInt accepts a sign, so "+80" is a port and "-1" is rejected only by the range check.
-    body = port[1:] if port[:1] in "+-" else port
+    body = port[1:] if port[:1] in ("+", "-") else port
     return body.isdigit() and body.isascii() and 0 <= int(port) <= 65535
 
 
