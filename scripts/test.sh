@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite: the one test command the README gives, and the one CI runs.
+#
+#   scripts/test.sh            run every tier whose components are here; skip the others with a hint
+#   scripts/test.sh --setup    first build a real Ollama (needs Go) and prepare Docker (Debian, root)
+#
+# PRELOADER_REQUIRE_TIERS=all (or real,docker) turns a skipped tier into a failure.
+# Other arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+setup=false
+if [[ "${1:-}" == "--setup" ]]; then
+  setup=true
+  shift
+fi
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+
+venv="${PRELOADER_VENV:-.venv}"
+if [[ ! -x "$venv/bin/python" ]]; then
+  log "creating $venv"
+  python3 -m venv "$venv"
+fi
+log "installing the package and its test dependencies into $venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+export PATH="$PWD/$venv/bin:$PATH"
+
+if $setup; then
+  if ollama_bin=$(scripts/build_ollama.sh); then
+    export PRELOADER_OLLAMA_BIN="$ollama_bin"
+    log "real Ollama: $ollama_bin"
+  else
+    log "no real Ollama (see above): the real tier will be skipped unless required"
+  fi
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    scripts/prepare_docker.sh || log "Docker preparation failed (see above): the docker tier will be skipped unless required"
+  else
+    log "Docker preparation needs root on Debian: the docker tier will be skipped unless required"
+  fi
+fi
+
+set +e
+python -m pytest "$@"
+status=$?
+set -e
+# pytest's 5 means "no tests ran": never a success for this suite.
+if [[ $status -eq 5 ]]; then
+  log "pytest collected no tests"
+  exit 1
+fi
+exit "$status"
