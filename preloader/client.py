@@ -137,7 +137,7 @@ class OllamaClient:
                         continue
                     item = json.loads(line)
                     if "error" in item:
-                        raise OllamaResponseError(str(item["error"]), status=r.status_code, url=url)
+                        raise OllamaResponseError(str(item["error"]), status=r.status_code, url=url, in_stream=True)
                     yield PullProgress(str(item.get("status", "")), item.get("total"), item.get("completed"))
             except requests.RequestException as exc:
                 raise _transport_error(exc, url, timeout) from exc

@@ -99,6 +99,9 @@ def parse_keep_alive(text: str) -> KeepAlive:
         number = int(value)
         return KeepAlive(wire=number, seconds=math.inf if number < 0 else float(number))
     seconds = parse_go_duration(value)
+    if 0 < seconds < 1:
+        # Observed on Ollama 0.11.4: the server truncates to whole seconds, so "500ms" unloads at once.
+        raise DurationError(f'Ollama counts keep-alive in whole seconds, so "{value}" would unload the model at once')
     return KeepAlive(wire=value, seconds=math.inf if seconds < 0 else seconds)
 
 

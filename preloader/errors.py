@@ -54,7 +54,8 @@ class OllamaTimeout(OllamaError):
 class OllamaResponseError(OllamaError):
     """The server answered with an error: its HTTP status and its own `error` text."""
 
-    def __init__(self, error: str, *, status: int, url: str) -> None:
-        super().__init__(f"{error} (HTTP {status})", url=url)
+    def __init__(self, error: str, *, status: int, url: str, in_stream: bool = False) -> None:
+        # An error line inside a streamed 200 says nothing about HTTP; only a real error status is worth showing.
+        super().__init__(error if in_stream else f"{error} (HTTP {status})", url=url)
         self.error = error
         self.status = status

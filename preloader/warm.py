@@ -213,6 +213,8 @@ class Warmer:
                 "HTTP 403 with no explanation: a loopback-bound Ollama refuses requests whose Host header "
                 "is not local; if a proxy is in between, have it send Host: localhost"
             )
+        if isinstance(exc, OllamaUnreachable):
+            return f"{exc} (if the server closed the connection mid-request it may have crashed: see its log)"
         if isinstance(exc, OllamaResponseError) and exc.status == 401:
             return f"{exc} — the proxy in front of Ollama wants credentials: set OLLAMA_API_KEY"
         return str(exc)

@@ -75,7 +75,7 @@ def test_keep_alive_integers_go_on_the_wire_as_numbers_and_durations_as_strings(
     assert keep_alive.seconds == seconds
 
 
-@pytest.mark.parametrize("text", ["1d", "forever", "1.5", "", "-", "5 minutes"])
+@pytest.mark.parametrize("text", ["1d", "forever", "1.5", "", "-", "5 minutes", "500ms", "0.5s"])
 def test_keep_alive_rejects_what_ollama_keep_alive_rejects(text: str) -> None:
     with pytest.raises(DurationError):
         parse_keep_alive(text)
