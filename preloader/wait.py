@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
 
 from preloader.client import OllamaClient
 from preloader.durations import format_seconds
-from preloader.errors import OllamaError, ServerNotReady
+from preloader.errors import OllamaError, OllamaResponseError, ServerNotReady
 from preloader.logs import EventLog
 
 FIRST_WAIT = 0.1
@@ -24,6 +24,11 @@ MAX_WAIT = 0.4  # the average detection lag is about half of this
 ATTEMPT_CONNECT_TIMEOUT = 1.0
 ATTEMPT_READ_TIMEOUT = 5.0
 LOG_EVERY = 5.0  # seconds between "still waiting" lines
+_REFUSAL_HINTS = {
+    401: "A proxy in front of Ollama wants credentials: set OLLAMA_API_KEY",
+    403: "An Ollama bound to loopback refuses a non-local Host header: a proxy in between must send Host: localhost",
+    404: "This address answers HTTP but has no /api/version: check OLLAMA_HOST and its path prefix",
+}
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ def wait_for_server(
         # The deadline is computed once from our clock (injectable in tests), not from tenacity's own.
         stop=lambda _state: remaining() <= 0,
         wait=until_deadline,
-        retry=retry_if_exception_type(OllamaError),
+        retry=retry_if_exception(_not_up_yet),
         before_sleep=progress,
         sleep=sleep,
         reraise=True,
@@ -76,6 +81,15 @@ def wait_for_server(
                 )
             )
         )
+    except OllamaResponseError as exc:
+        if exc.status < 500:
+            raise ServerNotReady(
+                f"the server at {client.base_url} refused the health check: {exc}. "
+                + _REFUSAL_HINTS.get(exc.status, "Check that OLLAMA_HOST points at an Ollama server")
+            ) from exc
+        raise ServerNotReady(
+            f"the server at {client.base_url} kept failing for {format_seconds(timeout)}: {exc}"
+        ) from exc
     except OllamaError as exc:
         raise ServerNotReady(
             f"the server at {client.base_url} did not answer within {format_seconds(timeout)} "
@@ -90,6 +104,13 @@ def wait_for_server(
         seconds=round(status.waited, 3),
     )
     return status
+
+
+def _not_up_yet(exc: BaseException) -> bool:
+    """No answer, or a proxy's 5xx while Ollama starts behind it. A 4xx is a real answer: waiting won't change it."""
+    if isinstance(exc, OllamaResponseError):
+        return exc.status >= 500
+    return isinstance(exc, OllamaError)
 
 
 class _ProgressLog:

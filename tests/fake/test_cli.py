@@ -312,8 +312,14 @@ def test_flags_override_the_environment(fake: FakeOllama) -> None:
 
 def test_the_checkout_runner_behaves_like_the_installed_cli(fake: FakeOllama) -> None:
     fake.add_model("m")
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "preload_models.py")], cwd="/",
-                            env=clean_env(**settings(fake, "m")), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "preload_models.py")],
+        cwd="/",
+        env=clean_env(**settings(fake, "m")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -323,8 +329,13 @@ def test_a_signal_stops_the_run_cleanly_and_says_which_models_were_done(
 ) -> None:
     fake.add_model("quick")
     fake.add_model("slow", load_delay=30)
-    process = subprocess.Popen([sys.executable, "-m", "preloader"], cwd=REPO, text=True,
-                               env=clean_env(**settings(fake, "quick,slow")), stdout=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "preloader"],
+        cwd=REPO,
+        text=True,
+        env=clean_env(**settings(fake, "quick,slow")),
+        stdout=subprocess.PIPE,
+    )
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith("slow: warming"):
@@ -388,3 +399,13 @@ def test_invalid_configuration_in_json_mode_is_still_json(fake: FakeOllama) -> N
     result = run_cli("--log-format", "json", **settings(fake, "m", OLLAMA_PRELOAD_NUM_PREDICT="0"))
     assert result.returncode == 2
     assert [json.loads(line)["event"] for line in result.stdout.splitlines()] == ["config", "exit"]
+
+
+@pytest.mark.parametrize(("status", "hint"), [(401, "OLLAMA_API_KEY"), (403, "Host: localhost")])
+def test_a_health_check_refused_with_4xx_fails_at_once_with_a_hint(fake: FakeOllama, status: int, hint: str) -> None:
+    fake.fail("/api/version", status, "nope", times=100)
+    started = time.monotonic()
+    result = run_cli(**settings(fake, "m", OLLAMA_PRELOAD_WAIT_TIMEOUT="60"))
+    assert result.returncode == 3 and hint in result.stdout
+    assert time.monotonic() - started < 30  # not the whole wait timeout
+    assert len(fake.requests_to("/api/version")) == 1
