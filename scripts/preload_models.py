@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from preloader.cli import main  # noqa: E402  (the path above must come first)
+from preloader.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())
