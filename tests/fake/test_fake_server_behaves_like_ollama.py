@@ -19,6 +19,8 @@ from tests.support.fake_ollama import BUSY_ERROR, FakeOllama, go_parse_duration,
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 METRICS = ("total_duration", "load_duration", "prompt_eval_count", "eval_count", "eval_duration")
+# The version the reference (read from source) describes; the default fake is the observed v0.11.4.
+REFERENCE_VERSION = "0.33.0-rc2"
 
 
 @pytest.fixture
@@ -109,10 +111,19 @@ def test_every_request_is_recorded_with_parsed_body(fake: FakeOllama) -> None:
         ("/api/generate", b'{"model":"llama3.2","keep_alive":{}}', 400, "Unsupported type: 'map[string]interface {}'"),
         ("/api/generate", b'{"model":"llama3.2","keep_alive":[]}', 400, "Unsupported type: '[]interface {}'"),
         ("/api/generate", b'{"prompt":"hi"}', 404, "model '' not found"),
-        ("/api/generate", b'{"model":"a/b/c/d"}', 400, "invalid model name"),
-        ("/api/generate", b'{"model":"llama3.2:"}', 400, "invalid model name"),
-        ("/api/generate", b'{"model":"ns.x/model"}', 400, "invalid model name"),
+        # v0.11.4 answers an invalid name as a missing one (the reference's 400 is for newer servers)
+        ("/api/generate", b'{"model":"a//b"}', 404, "model 'a//b' not found"),
+        ("/api/generate", b'{"model":"a/b/c/d"}', 404, "model 'a/b/c/d' not found"),
+        ("/api/generate", b'{"model":"llama3.2:"}', 404, "model 'llama3.2:' not found"),
+        ("/api/generate", b'{"model":"ns.x/model"}', 404, "model 'ns.x/model' not found"),
+        ("/api/generate", b'{"model":" llama3.2"}', 404, "model ' llama3.2' not found"),  # no trimming either
         ("/api/generate", b'{"model":"llama3.1"}', 404, "model 'llama3.1' not found"),
+        (
+            "/api/generate",
+            b'{"model":"llama3.1","keep_alive":0}',
+            404,
+            "model 'llama3.1' not found",
+        ),  # unloading a missing model is still a 404
         (
             "/api/generate",
             b'{"model":"nomic-embed-text","prompt":"x"}',
@@ -130,8 +141,15 @@ def test_every_request_is_recorded_with_parsed_body(fake: FakeOllama) -> None:
         ("/api/generate", b'{"model":"llama3.2","top_logprobs":21}', 400, "top_logprobs must be between 0 and 20"),
         ("/api/show", b'{"verbose":true}', 400, "model is required"),
         ("/api/show", b'{"model":"bad name"}', 400, "invalid model name"),
-        ("/api/show", b'{"model":"llama3.1"}', 404, "model 'llama3.1:latest' not found"),
-        ("/api/show", b'{"model":"registry.ollama.ai/library/gone"}', 404, "model 'gone:latest' not found"),
+        # v0.11.4 echoes the name as sent; the reference's normalised `llama3.1:latest` is for newer servers
+        ("/api/show", b'{"model":"llama3.1"}', 404, "model 'llama3.1' not found"),
+        ("/api/show", b'{"name":"llama3.1"}', 404, "model 'llama3.1' not found"),
+        (
+            "/api/show",
+            b'{"model":"registry.ollama.ai/library/gone"}',
+            404,
+            "model 'registry.ollama.ai/library/gone' not found",
+        ),
         ("/api/embed", b'{"model":"llama3.1"}', 404, 'model "llama3.1" not found, try pulling it first'),
         ("/api/embed", b'{"model":""}', 404, "model '' not found"),
         ("/api/embed", b'{"model":"nomic-embed-text","input":5}', 400, "invalid input type"),
@@ -146,6 +164,22 @@ def test_errors_carry_ollamas_status_and_exact_text(
     r = post(fake, path, raw=raw)
     assert (r.status_code, r.json()) == (status, {"error": error})
     assert r.headers["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "status", "error"),
+    [
+        ("/api/generate", b'{"model":"a//b"}', 400, "invalid model name"),
+        ("/api/generate", b'{"model":"a/b/c/d"}', 400, "invalid model name"),
+        ("/api/generate", b'{"prompt":"hi"}', 404, "model '' not found"),
+        ("/api/show", b'{"model":"llama3.1"}', 404, "model 'llama3.1:latest' not found"),
+        ("/api/show", b'{"model":"registry.ollama.ai/library/gone"}', 404, "model 'gone:latest' not found"),
+    ],
+)
+def test_newer_servers_answer_names_as_the_reference_says(path: str, raw: bytes, status: int, error: str) -> None:
+    with FakeOllama(version=REFERENCE_VERSION) as fake:
+        r = post(fake, path, raw=raw)
+    assert (r.status_code, r.json()) == (status, {"error": error})
 
 
 # -- generate -------------------------------------------------------------------------------------
@@ -174,9 +208,17 @@ def test_generate_unload_comes_before_the_capability_check(fake: FakeOllama) -> 
 
 
 def test_generate_echoes_model_verbatim_and_looks_it_up_case_insensitively(fake: FakeOllama) -> None:
-    r = post(fake, "/api/generate", {"model": "  LLAMA3.2:Latest "})
-    assert (r.status_code, r.json()["model"]) == (200, "  LLAMA3.2:Latest ")
+    r = post(fake, "/api/generate", {"model": "LLAMA3.2:Latest"})
+    assert (r.status_code, r.json()["model"]) == (200, "LLAMA3.2:Latest")
     assert ps_names(fake) == ["llama3.2:latest"]
+
+
+def test_newer_servers_also_trim_the_model_name_but_echo_it_verbatim() -> None:
+    with FakeOllama(version=REFERENCE_VERSION) as fake:
+        fake.add_model("llama3.2")
+        r = post(fake, "/api/generate", {"model": "  LLAMA3.2:Latest "})
+        assert (r.status_code, r.json()["model"]) == (200, "  LLAMA3.2:Latest ")
+        assert ps_names(fake) == ["llama3.2:latest"]
 
 
 def test_generate_without_stream_returns_text_and_nanosecond_metrics(fake: FakeOllama) -> None:
@@ -196,6 +238,13 @@ def test_generate_streams_ndjson_chunks_then_a_final_chunk_with_metrics(fake: Fa
     assert [line["done"] for line in lines] == [False, False, False, True]
     assert set(lines[0]) == {"model", "created_at", "response", "done"}
     assert lines[-1]["done_reason"] == "length" and all(k in lines[-1] for k in METRICS)
+
+
+@pytest.mark.parametrize("num_predict", [0, -1])
+def test_num_predict_zero_means_no_limit_like_minus_one(fake: FakeOllama, num_predict: int) -> None:
+    body = {"model": "llama3.2", "prompt": "x", "stream": False, "options": {"num_predict": num_predict}}
+    data = post(fake, "/api/generate", body).json()
+    assert data["done_reason"] == "stop" and data["eval_count"] > 5 and data["response"]
 
 
 def test_unbounded_generation_is_measurably_slower_than_one_token(fake: FakeOllama) -> None:
@@ -269,6 +318,15 @@ def test_show_reports_details_model_info_and_capabilities(
     assert RFC3339_UTC.match(data["modified_at"])
 
 
+def test_show_parent_model_is_the_blob_path_for_a_model_created_from_a_gguf_file(fake: FakeOllama) -> None:
+    fake.add_model("tiny-llama", from_gguf=True)
+    parent = post(fake, "/api/show", {"model": "tiny-llama"}).json()["details"]["parent_model"]
+    assert re.fullmatch(r"/.*/models/blobs/sha256-[0-9a-f]{64}", parent)
+    assert post(fake, "/api/show", {"model": "llama3.2"}).json()["details"]["parent_model"] == ""
+    post(fake, "/api/generate", {"model": "tiny-llama"})
+    assert requests.get(fake.url + "/api/ps", timeout=5).json()["models"][0]["details"]["parent_model"] == ""
+
+
 def test_legacy_show_has_no_capabilities_but_pooling_type_marks_embedding_models() -> None:
     with FakeOllama(legacy_show=True) as fake:
         fake.add_model("nomic-embed-text", embedding=True, family="nomic-bert")
@@ -300,9 +358,41 @@ def test_keep_alive_is_only_changed_by_requests_that_set_it_and_expiry_unloads(f
     post(fake, "/api/generate", {"model": "llama3.2", "keep_alive": -1})
     post(fake, "/api/generate", {"model": "llama3.2"})
     assert fake.loaded()["llama3.2:latest"].keep_alive == math.inf
-    post(fake, "/api/generate", {"model": "llama3.2", "keep_alive": 0.15})
+    post(fake, "/api/generate", {"model": "llama3.2", "keep_alive": "10m"})
+    assert fake.loaded()["llama3.2:latest"].keep_alive == 600
+    short = {"model": "llama3.2", "prompt": "x", "keep_alive": 0.15, "stream": False, "options": {"num_predict": 1}}
+    post(fake, "/api/generate", short)
     assert fake.loaded()["llama3.2:latest"].keep_alive == pytest.approx(0.15)
     assert wait_until(lambda: ps_names(fake) == [], timeout=1.0)
+
+
+@pytest.mark.parametrize("keep_alive", [0.5, "500ms", 0.999, "0s"])
+def test_sub_second_keep_alive_with_an_empty_prompt_unloads_on_0_11_4(fake: FakeOllama, keep_alive: Any) -> None:
+    post(fake, "/api/generate", {"model": "llama3.2", "keep_alive": -1})
+    r = post(fake, "/api/generate", {"model": "llama3.2", "keep_alive": keep_alive})
+    assert (r.status_code, r.json()["done_reason"]) == (200, "unload")
+    assert ps_names(fake) == []
+
+
+def test_one_second_keep_alive_with_an_empty_prompt_only_loads(fake: FakeOllama) -> None:
+    r = post(fake, "/api/generate", {"model": "llama3.2", "keep_alive": 1})
+    assert r.json()["done_reason"] == "load" and ps_names(fake) == ["llama3.2:latest"]
+
+
+def test_sub_second_keep_alive_with_a_prompt_is_gone_within_half_a_second(fake: FakeOllama) -> None:
+    body = {"model": "llama3.2", "prompt": "x", "keep_alive": "500ms", "stream": False, "options": {"num_predict": 1}}
+    r = post(fake, "/api/generate", body)
+    assert (r.status_code, r.json()["done_reason"]) == (200, "length")
+    assert wait_until(lambda: ps_names(fake) == [], timeout=0.6)
+    assert fake.load_count("llama3.2") == 1
+
+
+def test_newer_servers_unload_only_on_a_zero_keep_alive() -> None:
+    with FakeOllama(version=REFERENCE_VERSION) as fake:
+        fake.add_model("llama3.2")
+        r = post(fake, "/api/generate", {"model": "llama3.2", "keep_alive": "500ms"})
+        assert r.json()["done_reason"] == "load"
+        assert fake.loaded()["llama3.2:latest"].keep_alive == pytest.approx(0.5)
 
 
 def test_keep_alive_zero_with_a_prompt_unloads_once_idle(fake: FakeOllama) -> None:
@@ -329,7 +419,28 @@ def test_different_runner_options_reload_and_same_options_do_not(fake: FakeOllam
     post(fake, "/api/generate", {"model": "llama3.2", "options": {"num_ctx": 8192}})
     assert fake.load_count("llama3.2:latest") == 2
     assert fake.loaded()["llama3.2:latest"].options["num_ctx"] == 8192
-    assert requests.get(fake.url + "/api/ps", timeout=5).json()["models"][0]["context_length"] == 4096
+
+
+@pytest.mark.parametrize(("num_ctx", "shown"), [(None, 4096), (1024, 1024), (99999, 99999)])
+def test_ps_context_length_is_the_runners_num_ctx_uncapped_on_0_11_4(num_ctx: int | None, shown: int) -> None:
+    with FakeOllama(default_num_ctx=4096) as fake:
+        fake.add_model("small", context_length=2048)
+        fake.add_model("bert", embedding=True, context_length=512)
+        options = {} if num_ctx is None else {"num_ctx": num_ctx}
+        post(fake, "/api/generate", {"model": "small", "options": options})
+        post(fake, "/api/embed", {"model": "bert"})
+        models = {m["name"]: m for m in requests.get(fake.url + "/api/ps", timeout=5).json()["models"]}
+        assert models["small:latest"]["context_length"] == shown
+        assert models["bert:latest"]["context_length"] == 4096  # trained for 512, still shows the default
+        assert fake.loaded()["small:latest"].context_length == shown
+
+
+def test_newer_servers_cap_ps_context_length_at_the_trained_context() -> None:
+    with FakeOllama(version=REFERENCE_VERSION) as fake:
+        fake.add_model("small", context_length=2048)
+        post(fake, "/api/generate", {"model": "small", "options": {"num_ctx": 99999}})
+        assert requests.get(fake.url + "/api/ps", timeout=5).json()["models"][0]["context_length"] == 2048
+        assert fake.loaded()["small:latest"].context_length == 2048
 
 
 def test_eviction_drops_the_shortest_keep_alive_then_the_first_name() -> None:
@@ -377,14 +488,25 @@ def test_request_for_a_loading_model_waits_and_does_not_reload(fake: FakeOllama)
     assert fake.load_count("m") == 1
 
 
-@pytest.mark.parametrize("ps_lists_loading", [False, True])
-def test_a_loading_model_shows_in_ps_only_on_old_servers(ps_lists_loading: bool) -> None:
-    with FakeOllama(ps_lists_loading=ps_lists_loading) as fake:
+@pytest.mark.parametrize(
+    ("kwargs", "listed"),
+    [
+        ({}, True),  # the default fake is v0.11.4, which lists a model while it loads
+        ({"version": "0.29.9"}, True),
+        ({"version": "0.30.0"}, False),
+        ({"version": REFERENCE_VERSION}, False),
+        ({"ps_lists_loading": False}, False),  # the explicit switch wins over the version
+        ({"version": REFERENCE_VERSION, "ps_lists_loading": True}, True),
+    ],
+)
+def test_a_loading_model_shows_in_ps_only_on_old_servers(kwargs: dict[str, Any], listed: bool) -> None:
+    with FakeOllama(**kwargs) as fake:
+        assert fake.ps_lists_loading is listed
         fake.add_model("m", load_delay=0.3)
         worker = threading.Thread(target=post, args=(fake, "/api/generate", {"model": "m"}))
         worker.start()
         time.sleep(0.1)
-        assert ps_names(fake) == (["m:latest"] if ps_lists_loading else [])
+        assert ps_names(fake) == (["m:latest"] if listed else [])
         assert fake.loaded() == {}
         worker.join()
         assert ps_names(fake) == ["m:latest"]

@@ -54,6 +54,12 @@ DEFAULT_TAG = "latest"
 _MISSING = "!MISSING!"
 # An open-ended generation has to stop somewhere; a fixed count keeps "unbounded" warms finite but slower.
 UNBOUNDED_TOKENS = 64
+# The reference was read from Ollama's source at v0.33.0-rc2 and holds for v0.32.15; v0.11.4 was observed
+# (tests/real/FINDINGS.md). Where they disagree and the reference does not say when the behaviour changed,
+# versions before this one behave like the observed v0.11.4.
+_REFERENCE_VERSION = (0, 32, 15)
+# From v0.30 a model is added to the scheduler only once it serves, so /api/ps no longer lists loads.
+_PS_READY_ONLY_SINCE = (0, 30, 0)
 
 _JSON = "application/json; charset=utf-8"
 _NDJSON = "application/x-ndjson"
@@ -631,10 +637,15 @@ class _ModelSpec:
     embedding_length: int
     load_error: str | None
     modified_ns: int
+    from_gguf: bool = False
 
     @property
     def key(self) -> str:
         return self.name.key
+
+    @property
+    def blob_path(self) -> str:
+        return f"/root/.ollama/models/blobs/sha256-{self.digest}"
 
     @property
     def display(self) -> str:
@@ -672,7 +683,7 @@ class _Runner:
     loading: bool = True
     expires_ns: int | None = None
 
-    def snapshot(self) -> LoadedModel:
+    def snapshot(self, context_length: int) -> LoadedModel:
         forever = self.keep_alive_ns >= MAX_INT64
         if self.ref_count or self.loading:
             expires: float | None = None
@@ -690,7 +701,7 @@ class _Runner:
             loaded_at=self.loaded_at,
             size=self.spec.size,
             size_vram=self.spec.size_vram,
-            context_length=min(int(self.options["num_ctx"]), self.spec.context_length),
+            context_length=context_length,
         )
 
 
@@ -722,7 +733,7 @@ class FakeOllama:
         start_delay: float = 0.0,
         silent_for: float = 0.0,
         legacy_show: bool = False,
-        ps_lists_loading: bool = False,
+        ps_lists_loading: bool | None = None,
         pullable: Iterable[str] = (),
         token_delay: float = 0.002,
         default_num_ctx: int = 4096,
@@ -734,7 +745,10 @@ class FakeOllama:
         self.start_delay = start_delay
         self.silent_for = silent_for
         self.legacy_show = legacy_show
-        self.ps_lists_loading = ps_lists_loading
+        # None: what the version does (loading models are listed before v0.30); a bool forces it either way.
+        self.ps_lists_loading = (
+            _version_tuple(version) < _PS_READY_ONLY_SINCE if ps_lists_loading is None else ps_lists_loading
+        )
         self.token_delay = token_delay
         self.default_num_ctx = default_num_ctx
 
@@ -859,9 +873,11 @@ class FakeOllama:
         context_length: int = 4096,
         embedding_length: int = 384,
         load_error: str | None = None,
+        from_gguf: bool = False,
     ) -> None:
         """Put a model in the local store (replacing one with the same name). `load_error` makes every load
-        of it fail with 500 and that text after `load_delay`."""
+        of it fail with 500 and that text after `load_delay`. `from_gguf` marks a model created from a GGUF
+        file (blob upload + /api/create), whose `/api/show` `details.parent_model` is the blob's absolute path."""
         parsed = parse_name(name.strip())
         if parsed is None:
             raise ValueError(f"invalid model name: {name!r}")
@@ -876,6 +892,7 @@ class FakeOllama:
             embedding_length=embedding_length,
             load_error=load_error,
             modified_ns=_now_ns(),
+            from_gguf=from_gguf,
         )
         with self._lock:
             self._models[parsed.key] = spec
@@ -897,6 +914,25 @@ class FakeOllama:
     def _lookup(self, name: ModelName) -> _ModelSpec | None:
         with self._lock:
             return self._models.get(name.key)
+
+    # -- version-dependent behaviour ---------------------------------------------------------------
+
+    @property
+    def _follows_reference(self) -> bool:
+        """True for versions the reference describes; older ones do what v0.11.4 was seen doing."""
+        return _version_tuple(self.version) >= _REFERENCE_VERSION
+
+    def _context_length(self, runner: _Runner) -> int:
+        # v0.11.4 reports the runner's num_ctx as is (99999 on a model trained for 2048); newer servers cap it.
+        num_ctx = int(runner.options["num_ctx"])
+        return min(num_ctx, runner.spec.context_length) if self._follows_reference else num_ctx
+
+    def _unload_requested(self, keep_alive_ns: int | None) -> bool:
+        """The completion handlers' "nothing to do and keep_alive 0" test. v0.11.4 compares whole seconds
+        (`int(Seconds()) == 0`), so 0.5 or "500ms" unloads too; the reference compares the duration with 0."""
+        if keep_alive_ns is None:
+            return False
+        return keep_alive_ns == 0 if self._follows_reference else keep_alive_ns < _NS
 
     # -- faults ------------------------------------------------------------------------------------
 
@@ -953,7 +989,9 @@ class FakeOllama:
         """Ready runners by reported name (`llama3.2:latest`); loads still in progress are left out."""
         with self._lock:
             self._reap_locked()
-            return {r.spec.display: r.snapshot() for r in self._runners.values() if not r.loading}
+            return {
+                r.spec.display: r.snapshot(self._context_length(r)) for r in self._runners.values() if not r.loading
+            }
 
     def load_count(self, name: str) -> int:
         parsed = parse_name(name.strip())
@@ -1144,7 +1182,7 @@ class FakeOllama:
                     "size_vram": spec.size_vram,
                 }
                 if _version_tuple(self.version) >= (0, 10, 0):
-                    entry["context_length"] = min(int(runner.options["num_ctx"]), spec.context_length)
+                    entry["context_length"] = self._context_length(runner)
                 rows.append((expires // _NS, entry))
         rows.sort(key=lambda row: -row[0])
         return [entry for _, entry in rows]
@@ -1402,7 +1440,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         name, _, _ = _model_ref(raw_model, 400, "model is required")
         spec = self.fake._lookup(name)
         if spec is None:
-            raise _ApiError(404, f"model '{name.display_shortest()}' not found")
+            # The reference normalises the name first (`llama3.1:latest`); v0.11.4 echoes it as sent.
+            shown = name.display_shortest() if self.fake._follows_reference else raw_model
+            raise _ApiError(404, f"model '{shown}' not found")
         arch = spec.family
         info: dict[str, Any] = {
             "general.architecture": arch,
@@ -1419,7 +1459,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         modelfile = (
             '# Modelfile generated by "ollama show"\n'
             "# To build a new Modelfile based on this, replace FROM with:\n"
-            f"# FROM {spec.display}\n\nFROM /root/.ollama/models/blobs/sha256-{spec.digest}\n"
+            f"# FROM {spec.display}\n\nFROM {spec.blob_path}\n"
         )
         if template:
             modelfile += f'TEMPLATE "{template}"\n'
@@ -1427,6 +1467,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if template:
             resp["template"] = template
         resp["details"] = spec.details()
+        if spec.from_gguf:
+            resp["details"]["parent_model"] = spec.blob_path
         resp["model_info"] = dict(sorted(info.items()))  # Go marshals map keys in sorted order
         if not self.fake.legacy_show:
             resp["capabilities"] = ["embedding"] if spec.embedding else ["completion"]
@@ -1525,14 +1567,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         raw_model: str = req.get("model", "")
         if chat:
             name, _, _ = _model_ref(raw_model, 400, "model is required")
-        else:
+        elif fake._follows_reference:
             name, _, _ = _model_ref(raw_model, 404, f"model '{raw_model}' not found")
+        else:
+            # v0.11.4 parses the string as sent (no trimming, no :cloud/:local) and answers an invalid name
+            # as a missing model: 404 `model 'a//b' not found`.
+            parsed = parse_name(raw_model)
+            if parsed is None:
+                raise _ApiError(404, f"model '{raw_model}' not found")
+            name = parsed
         spec = fake._lookup(name)
         if spec is None:
             raise _ApiError(404, f"model '{raw_model}' not found")
         keep_alive: int | None = req.get("keep_alive")
         nothing_to_do = not req.get("messages") if chat else not req.get("prompt")
-        if nothing_to_do and keep_alive == 0:
+        if nothing_to_do and fake._unload_requested(keep_alive):
             fake._expire(spec)
             self._json(200, self._completion_head(raw_model, chat) | {"done": True, "done_reason": "unload"})
             return
@@ -1582,7 +1631,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         fake = self.fake
         stream = req.get("stream", True)
         prompt_tokens = max(1, len(prompt.split()))
-        if num_predict < 0:
+        if num_predict <= 0:  # 0 is no limit too, as on v0.11.4: never "zero tokens"
             count, reason = UNBOUNDED_TOKENS, "stop"
         else:
             count = min(num_predict, UNBOUNDED_TOKENS)
