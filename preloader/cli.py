@@ -68,10 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     flags = {var: _flag_text(value) for var, value in vars(args).items() if value is not None}
+    environment = os.environ if env is None else env
     try:
-        config = load_config(os.environ if env is None else env, flags)
+        config = load_config(environment, flags)
     except ConfigError as exc:
-        log = EventLog("json" if flags.get("OLLAMA_PRELOAD_LOG_FORMAT") == "json" else "text")
+        # The format itself may be what is invalid; json only when it clearly asks for json.
+        wanted = flags.get("OLLAMA_PRELOAD_LOG_FORMAT", environment.get("OLLAMA_PRELOAD_LOG_FORMAT", ""))
+        log = EventLog("json" if wanted.strip().lower() == "json" else "text")
         for problem in exc.problems:
             log.error("config", problem)
         log.error(

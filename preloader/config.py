@@ -207,7 +207,14 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) 
     report_text, report_label = raw("OLLAMA_PRELOAD_REPORT")
     if report_text.strip().endswith("/"):
         problems.append(f"{report_label}={report_text!r} is a directory; accepted: a file path")
-    api_key = raw("OLLAMA_API_KEY")[0].strip() or None
+    api_key_text, api_key_label = raw("OLLAMA_API_KEY")
+    api_key = api_key_text.strip() or None
+    if api_key and any(ord(char) < 32 or ord(char) == 127 for char in api_key):
+        # The value is a secret: name the problem, never the value.
+        problems.append(
+            f"{api_key_label} contains a control character (a line break?), which cannot go into an HTTP "
+            "header; accepted: the key on one line"
+        )
 
     if problems:
         raise ConfigError(problems)

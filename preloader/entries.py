@@ -16,7 +16,8 @@ from urllib.parse import parse_qsl
 from preloader.durations import DurationError, KeepAlive, parse_keep_alive
 from preloader.names import InvalidModelName, ModelName, parse_model_name
 
-OptionValue = bool | int | float | str
+OptionValue = bool | int | float | str | list[str]
+_LIST_OPTIONS = {"stop"}  # Ollama wants these as arrays; an entry gives one value
 _SEPARATORS = re.compile(r"[\s,]+")
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
@@ -92,6 +93,8 @@ def parse_entry(text: str) -> ModelEntry:
             think = typed
         elif value == "":
             raise EntryError(f"option {key!r} of {raw_name!r} has no value")
+        elif key in _LIST_OPTIONS:
+            options[key] = [value]
         else:
             options[key] = typed_value(value)
     return ModelEntry(

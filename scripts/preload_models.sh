@@ -18,9 +18,6 @@
 #     only earns a warning.
 #   - --verbose logs each request on stderr; there is no traceback. An unexpected failure of the script
 #     itself is reported with its line number, and exits 1.
-#   - An OLLAMA_API_KEY containing a control character (a line break) is a configuration error (exit 2),
-#     reported without its value.
-#   - With OLLAMA_PRELOAD_LOG_FORMAT=json in the environment, configuration errors are JSON lines too.
 #   - Flags must be spelled out (no abbreviations such as --mod for --models); --help is laid out differently.
 #   - Float option values may be spelled differently in the request (1.0e3 for 1000.0): the same number.
 #
@@ -1050,7 +1047,12 @@ parse_entry() {
           ENTRY_ERROR="option $key_repr of $REPLY has no value"
           return 1
         fi
-        typed_value "$value"
+        if [[ $key == stop ]]; then
+          json_quote "$value" # Ollama wants stop sequences as an array
+          REPLY="[$REPLY]"
+        else
+          typed_value "$value"
+        fi
         options+="${options:+, }\"$key\": $REPLY"
         ;;
     esac

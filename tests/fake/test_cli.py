@@ -409,3 +409,16 @@ def test_a_health_check_refused_with_4xx_fails_at_once_with_a_hint(fake: FakeOll
     assert result.returncode == 3 and hint in result.stdout
     assert time.monotonic() - started < 30  # not the whole wait timeout
     assert len(fake.requests_to("/api/version")) == 1
+
+
+def test_invalid_configuration_is_json_when_the_environment_asks_for_json(fake: FakeOllama) -> None:
+    result = run_cli(**settings(fake, "m", OLLAMA_PRELOAD_LOG_FORMAT="json", OLLAMA_PRELOAD_PULL="x"))
+    assert result.returncode == 2
+    assert [json.loads(line)["event"] for line in result.stdout.splitlines()] == ["config", "exit"]
+
+
+def test_a_stop_sequence_option_is_sent_as_the_list_ollama_expects(fake: FakeOllama) -> None:
+    fake.add_model("m")
+    result = run_cli(**settings(fake, "m?stop=END"))
+    assert result.returncode == 0, result.stdout
+    assert bodies(fake, "/api/generate")[0]["options"]["stop"] == ["END"]

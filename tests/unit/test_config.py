@@ -61,6 +61,14 @@ def test_a_bad_flag_is_blamed_on_the_flag_not_the_variable() -> None:
     assert caught.value.problems == ["--pull='always' is invalid; accepted: never or missing"]
 
 
+@pytest.mark.parametrize("key", ["sk-one\nsk-two", "sk-\rx", "sk-\x00x"])
+def test_an_api_key_with_a_control_character_is_refused_without_showing_it(key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({**MINIMAL, "OLLAMA_API_KEY": key})
+    assert "OLLAMA_API_KEY contains a control character" in caught.value.problems[0]
+    assert "sk-" not in str(caught.value)
+
+
 def test_the_api_key_never_appears_in_the_configs_repr() -> None:
     assert "sk-secret" not in repr(load_config({**MINIMAL, "OLLAMA_API_KEY": "sk-secret"}))
 

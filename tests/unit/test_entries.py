@@ -41,7 +41,7 @@ def test_request_fields_and_model_options_are_separated_and_typed() -> None:
     assert entry.keep_alive is not None and entry.keep_alive.wire == "30m"
     assert entry.prompt == "Say hi!"
     assert entry.think == "high"
-    assert dict(entry.options) == {"num_ctx": 8192, "temperature": 0.2, "use_mmap": False, "stop": "END"}
+    assert dict(entry.options) == {"num_ctx": 8192, "temperature": 0.2, "use_mmap": False, "stop": ["END"]}
 
 
 def test_keepalive_is_accepted_as_a_spelling_of_keep_alive() -> None:
