@@ -109,8 +109,13 @@ def _image_parts(image: str) -> tuple[str, str]:
 
 
 @contextmanager
-def compose_stack(compose_cli: list[str], smollm2_file: Path, directory: Path, models: str) -> Iterator[Stack]:
-    """A compose project of its own, torn down with everything it created when the block ends."""
+def compose_stack(
+    compose_cli: list[str], smollm2_file: Path, directory: Path, models: str, *, seed: bool = True
+) -> Iterator[Stack]:
+    """A compose project of its own, torn down with everything it created when the block ends.
+
+    With `seed=False` the project is the shipped docker-compose.yml alone, images swapped by variables only.
+    """
     project = f"preloader-test-{uuid.uuid4().hex[:10]}"
     ollama_repo, ollama_tag = _image_parts(OLLAMA_IMAGE)
     settings = {
@@ -132,7 +137,14 @@ def compose_stack(compose_cli: list[str], smollm2_file: Path, directory: Path, m
     env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
     stack = Stack(
         project=project,
-        prefix=[*compose_cli, "-p", project, "-f", str(REPO_ROOT / "docker-compose.yml"), "-f", str(OVERRIDE)],
+        prefix=[
+            *compose_cli,
+            "-p",
+            project,
+            "-f",
+            str(REPO_ROOT / "docker-compose.yml"),
+            *(["-f", str(OVERRIDE)] if seed else []),
+        ],
         env=_compose_env(env_file),
         started_at=time.time(),
     )
@@ -266,5 +278,19 @@ def test_foreground_up_aborting_on_failure_reports_the_puller_failure(
         stack.record(docker_client)
 
         assert stack.up.returncode != 0, stack.describe()
+        assert stack.container(docker_client, "model_puller").attrs["State"]["ExitCode"] == 1
+        assert _never_started(stack.container(docker_client, "model_preloader")), stack.describe()
+
+
+def test_up_with_exit_code_from_the_puller_reports_its_failure_and_the_preloader_never_starts(
+    compose_cli: list[str], docker_client: Any, smollm2_file: Path, tmp_path: Path
+) -> None:
+    # The shipped file alone (no seeding service, whose successful exit would end an --exit-code-from run
+    # early): the puller is the first one-shot service to exit, so its status is what `up` reports.
+    with compose_stack(compose_cli, smollm2_file, tmp_path, UNPULLABLE, seed=False) as stack:
+        stack.up = stack.compose("up", "--build", "--exit-code-from", "model_puller", timeout=300)
+        stack.record(docker_client)
+
+        assert stack.up.returncode == 1, stack.describe()
         assert stack.container(docker_client, "model_puller").attrs["State"]["ExitCode"] == 1
         assert _never_started(stack.container(docker_client, "model_preloader")), stack.describe()
