@@ -83,10 +83,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             exit_status=EXIT_CONFIG,
         )
         return EXIT_CONFIG
-    return run(config)
+    return run_and_report(config)
 
 
-def run(config: Config) -> int:
+def run_and_report(config: Config) -> int:
     log = EventLog(config.log_format)
     if config.verbose:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
