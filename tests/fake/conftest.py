@@ -1,4 +1,4 @@
-"""Fake-server tier: the real CLI (a subprocess) against a stateful fake Ollama on loopback."""
+"""Fake-server tier: the real CLI and the bash fallback (subprocesses) against a stateful fake Ollama on loopback."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from tests.support.fake_ollama import FakeOllama
 
 REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "preload_models.sh"
 
 
 @pytest.fixture
@@ -32,13 +34,49 @@ def clean_env(**settings: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, timeout: float = 60, **settings: str) -> subprocess.CompletedProcess[str]:
-    """`python -m preloader` exactly as a user runs it; settings are environment variables."""
-    return subprocess.run(
-        [sys.executable, "-m", "preloader", *args],
-        env=clean_env(**settings),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def settings(fake: FakeOllama, models: str, **extra: str) -> dict[str, str]:
+    """The environment of a run against `fake`: its URL, the model list, a short wait timeout, then `extra`."""
+    return {"OLLAMA_HOST": fake.url, "OLLAMA_PRELOAD_MODELS": models, "OLLAMA_PRELOAD_WAIT_TIMEOUT": "5", **extra}
+
+
+def bodies(fake: FakeOllama, path: str) -> list[dict]:
+    return [request.body for request in fake.requests_to(path)]
+
+
+@dataclass(frozen=True)
+class Preloader:
+    """One implementation, run exactly as a user runs it; keyword arguments are environment variables."""
+
+    name: str
+    command: tuple[str, ...]
+    cwd: Path
+
+    def run(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.command, *args],
+            env=clean_env(**env),
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*self.command, *args],
+            env=clean_env(**env),
+            cwd=self.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+PYTHON = Preloader("python", (sys.executable, "-m", "preloader"), REPO)
+BASH = Preloader("bash", ("bash", str(SCRIPT)), Path("/"))  # from elsewhere: the script needs no checkout
+
+
+@pytest.fixture(params=[PYTHON, BASH], ids=["python", "bash"])
+def preloader(request: pytest.FixtureRequest) -> Preloader:
+    """Each implementation in turn: a test using this fixture proves both behave the same."""
+    return request.param
