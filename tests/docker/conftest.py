@@ -4,7 +4,7 @@ with SmolLM2 in it, and a private container network between them.
 No registry is reachable here, so the images come from `scripts/prepare_docker.sh`: a Python base and an
 Ollama image of the official image's shape, substituted only through the build argument and variables that
 users also have. Elsewhere, point PRELOADER_PYTHON_BASE_IMAGE / PRELOADER_OLLAMA_IMAGE at the real ones
-(`python:3.12-slim`, `ollama/ollama:0.11.4`).
+(`python:3.12-slim`, `ollama/ollama:0.32.15`).
 
 Everything a fixture creates carries the label below and is removed by that fixture, by id; nothing else
 on the engine is touched. Containers publish ports on 127.0.0.1 only.

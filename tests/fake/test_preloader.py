@@ -512,3 +512,18 @@ def test_invalid_configuration_is_json_when_the_environment_asks_for_json(
     result = preloader.run(**settings(fake, "m", OLLAMA_PRELOAD_LOG_FORMAT="json", **bad))
     assert result.returncode == 2
     assert [json.loads(line)["event"] for line in result.stdout.splitlines()] == ["config", "exit"]
+
+
+def test_the_same_run_behaves_the_same_against_a_current_server(preloader: Preloader) -> None:
+    # The default fake is the observed v0.11.4; this one follows the reference (read from v0.32/0.33 source):
+    # normalised 404 names, 400 for invalid names, loading models hidden from /api/ps.
+    with FakeOllama(version="0.32.15") as fake:
+        fake.add_model("llama3.2")
+        fake.add_model("nomic-embed-text", embedding=True)
+        result = preloader.run(**settings(fake, "llama3.2 nomic-embed-text absent", OLLAMA_PRELOAD_KEEP_ALIVE="-1"))
+        assert result.returncode == 4, result.stdout
+        assert [b["model"] for b in bodies(fake, "/api/generate")] == ["llama3.2"]
+        assert [b["model"] for b in bodies(fake, "/api/embed")] == ["nomic-embed-text"]
+        assert "llama3.2: resident (100% CPU, expires forever)" in result.stdout
+        assert "nomic-embed-text: resident (100% CPU, expires forever)" in result.stdout
+        assert "absent: failed: not found on the server (model 'absent:latest' not found)" in result.stdout
