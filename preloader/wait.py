@@ -20,7 +20,7 @@ from preloader.errors import OllamaError, OllamaResponseError, ServerNotReady
 from preloader.logs import EventLog
 
 FIRST_WAIT = 0.1
-MAX_WAIT = 0.4  # the average detection lag is about half of this
+MAX_WAIT = 0.25  # the average detection lag is about half of this; a refused connect costs nothing
 ATTEMPT_CONNECT_TIMEOUT = 1.0
 ATTEMPT_READ_TIMEOUT = 5.0
 LOG_EVERY = 5.0  # seconds between "still waiting" lines

@@ -166,12 +166,17 @@ class Warmer:
                 timeout=self._warm_timeout,
             )
         options: dict[str, Any] = {"num_predict": self._config.num_predict, **entry.options}
+        # Our own prompt goes in raw: through the chat template a two-letter prompt becomes ~10 tokens whose
+        # evaluation cost as much as the load itself on a small CPU model (BENCHMARKS.md). An entry's own prompt
+        # (or think) goes through the template, as the application's requests will.
+        raw = not entry.prompt and entry.think is None
         return self._client.generate(
             entry.text,
             prompt=entry.prompt or DEFAULT_PROMPT,
             options=options,
             keep_alive=wire,
             think=entry.think,
+            raw=raw,
             timeout=self._warm_timeout,
         )
 

@@ -48,7 +48,7 @@ readonly PULL_LOG_EVERY_NS=$((5 * NS_PER_S))
 readonly DETERMINISTIC_5XX=("requires more system memory" "does not support" "incompatible" "must be of type"
   "unknown model architecture" "file does not exist")
 # wait.py
-readonly WAIT_FIRST_NS=100000000 WAIT_MAX_NS=400000000 # backoff 0.1 s * 1.5^n, capped at 0.4 s
+readonly WAIT_FIRST_NS=100000000 WAIT_MAX_NS=250000000 # backoff 0.1 s * 1.5^n, capped at 0.25 s
 readonly ATTEMPT_CONNECT_NS=$((1 * NS_PER_S)) ATTEMPT_READ_NS=$((5 * NS_PER_S))
 readonly LOG_EVERY_NS=$((5 * NS_PER_S))
 # run.py
@@ -249,29 +249,33 @@ json_number_field() {
 }
 
 # json_value_end TEXT START: index just past the object or array that opens at START, into REPLY.
+# Runs of plain text and whole strings are skipped with one regex match each: stepping through a 6 KB
+# /api/ps answer one character at a time took ~70 ms per scan (BENCHMARKS.md).
 json_value_end() {
-  local text=$1 i=$2 depth=0 in_string=0 char length=${#1}
+  local text=$1 i=$2 depth=0 length=${#1} rest
+  local plain='^[^][{}"]+' string='^"([^"\\]|\\.)*"'
   while ((i < length)); do
-    char=${text:i:1}
-    if ((in_string)); then
-      if [[ $char == "\\" ]]; then
-        i=$((i + 1))
-      elif [[ $char == '"' ]]; then
-        in_string=0
-      fi
-    else
-      case $char in
-        '"') in_string=1 ;;
-        '{' | '[') depth=$((depth + 1)) ;;
-        '}' | ']')
-          depth=$((depth - 1))
-          if ((depth == 0)); then
-            REPLY=$((i + 1))
-            return 0
-          fi
-          ;;
-      esac
-    fi
+    rest=${text:i}
+    case ${rest:0:1} in
+      '"')
+        [[ $rest =~ $string ]] || return 1
+        i=$((i + ${#BASH_REMATCH[0]}))
+        continue
+        ;;
+      '{' | '[') depth=$((depth + 1)) ;;
+      '}' | ']')
+        depth=$((depth - 1))
+        if ((depth == 0)); then
+          REPLY=$((i + 1))
+          return 0
+        fi
+        ;;
+      *)
+        [[ $rest =~ $plain ]] || return 1
+        i=$((i + ${#BASH_REMATCH[0]}))
+        continue
+        ;;
+    esac
     i=$((i + 1))
   done
   return 1
@@ -1447,7 +1451,7 @@ wait_for_server() {
       log_info waiting "" "still waiting for the server after $elapsed_text (attempt $attempt: $ERR_MSG)" \
         attempt "$attempt" seconds "$elapsed_json" error "$REPLY"
     fi
-    # Backoff 0.1 s * 1.5^(attempt-1), capped at 0.4 s, never past the deadline.
+    # Backoff 0.1 s * 1.5^(attempt-1), capped at 0.25 s, never past the deadline.
     backoff=$WAIT_FIRST_NS
     local i
     for ((i = 1; i < attempt && backoff < WAIT_MAX_NS; i++)); do backoff=$((backoff * 3 / 2)); done
@@ -1604,6 +1608,9 @@ send_warm() {
   else
     json_quote "${E_PROMPT[index]:-$DEFAULT_PROMPT}"
     body+=", \"prompt\": $REPLY, \"stream\": false"
+    # Our own prompt goes in raw: through the chat template it becomes ~10 tokens that cost as much as the
+    # load on a small CPU model (BENCHMARKS.md); an entry's own prompt or think goes through the template.
+    if [[ -z ${E_PROMPT[index]} && -z ${E_THINK[index]} ]]; then body+=", \"raw\": true"; fi
     options=${E_OPTIONS[index]}
     # The entry's own num_predict wins over the run's.
     if [[ ! $options =~ (^|, )\"num_predict\": ]]; then options="\"num_predict\": $CFG_NUM_PREDICT${options:+, $options}"; fi

@@ -29,7 +29,7 @@ def main(argv: list[str]) -> None:
         send(
             "POST",
             "/api/generate",
-            {"model": model, "prompt": "Hi", "stream": False, "options": {"num_predict": num_predict}},
+            {"model": model, "prompt": "Hi", "stream": False, "options": {"num_predict": num_predict}, "raw": True},
         )
     send("GET", "/api/ps")
 

@@ -7,7 +7,7 @@ curl -s -o /dev/null "$url/api/version"
 for model in "$@"; do
   curl -s -o /dev/null -H 'Content-Type: application/json' -d "{\"model\":\"$model\"}" "$url/api/show"
   curl -s -o /dev/null -H 'Content-Type: application/json' \
-    -d "{\"model\":\"$model\",\"prompt\":\"Hi\",\"stream\":false,\"options\":{\"num_predict\":$num_predict}}" \
+    -d "{\"model\":\"$model\",\"prompt\":\"Hi\",\"stream\":false,\"options\":{\"num_predict\":$num_predict},\"raw\":true}" \
     "$url/api/generate"
 done
 curl -s -o /dev/null "$url/api/ps"

@@ -47,6 +47,7 @@ def test_a_completion_model_is_warmed_with_a_one_token_generation_is_resident_an
         "stream": False,
         "options": {"num_predict": 1},
         "keep_alive": -1,
+        "raw": True,  # our own prompt skips the chat template: one token to evaluate, not ten
     }
     assert isinstance(body["keep_alive"], int)
     assert "smollm2:135m" in fake.loaded()
@@ -97,6 +98,7 @@ def test_entry_options_and_request_fields_reach_the_server_typed_and_win_over_th
     (body,) = bodies(fake, "/api/generate")
     assert body["options"] == {"num_predict": 3, "num_ctx": 8192, "temperature": 0.5, "use_mmap": False}
     assert (body["keep_alive"], body["prompt"], body["think"]) == ("1h", 'Say "hi"\\', False)
+    assert "raw" not in body  # the entry's own prompt goes through the chat template, as the app's will
     assert fake.loaded()["qwen3:0.6b"].options.get("num_ctx") == 8192
 
 
