@@ -87,7 +87,8 @@ SETTINGS: tuple[Setting, ...] = (
         "OLLAMA_PRELOAD_CONCURRENCY",
         "--concurrency",
         "N",
-        "Models warmed at the same time, 1-16. Ollama loads one model at a time, so 1 is the default.",
+        "Models warmed at the same time, 1-16. Current Ollama servers load one model at a time, and large models "
+        "loaded together compete for memory, so 1 is the default.",
         "1",
     ),
     Setting(
