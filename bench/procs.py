@@ -157,6 +157,10 @@ def minimal_python_command(url: str, models: Sequence[str], num_predict: int = 1
     return [sys.executable, str(ALTERNATIVES / "minimal_client.py"), url, str(num_predict), *models]
 
 
+def minimal_requests_command(url: str, models: Sequence[str], num_predict: int = 1) -> list[str]:
+    return [sys.executable, str(ALTERNATIVES / "minimal_client_requests.py"), url, str(num_predict), *models]
+
+
 def minimal_curl_command(url: str, models: Sequence[str], num_predict: int = 1) -> list[str]:
     return ["bash", str(ALTERNATIVES / "minimal_client.sh"), url, str(num_predict), *models]
 

@@ -31,6 +31,7 @@ from bench.proxy import ReadinessProbe, RecordingProxy
 from bench.real import TINY
 from bench.stats import DASH, DIVIDE, cell, paired_ratios, summarize
 from bench.targets import Target
+from preloader.wait import FIRST_WAIT, MAX_WAIT
 from tests.support.real_ollama import RealOllama, find_ollama_binary
 
 TARGET_LAG = 0.25
@@ -281,7 +282,8 @@ def lag_note(row: dict[str, Any]) -> str:
         )
     return (
         f"the lag spreads over {lag['min'] * 1000:.0f}{DASH}{lag['max'] * 1000:.0f} ms: where the ready moment "
-        "falls between two polls of the wait step's backoff (0.1 s, growing by half each time up to 0.4 s)"
+        f"falls between two polls of the wait step's backoff ({FIRST_WAIT:g} s, growing by half each time up to "
+        f"{MAX_WAIT:g} s)"
     )
 
 
@@ -318,6 +320,6 @@ def headline(data: dict[str, Any]) -> str:
         "**Readiness.** "
         + "; ".join(parts)
         + ". A polling loop's lag is wherever the ready moment falls in its interval; the preloader's is a "
-        "fraction of its 0.4 s backoff cap, or, when the server is up before the preloader's first poll, its "
-        "own start-up."
+        f"fraction of its {MAX_WAIT:g} s backoff cap, or, when the server is up before the preloader's first poll, "
+        "its own start-up."
     )

@@ -26,7 +26,13 @@ def test_quick_mode_smallest_case_runs_and_writes_its_outputs(tmp_path: Path) ->
 
     results = json.loads((tmp_path / "results.json").read_text())
     overhead = results["sections"]["overhead"]
-    assert {run["client"] for run in overhead["runs"]} == {"package", "bash", "minimal-python", "minimal-curl"}
+    assert {run["client"] for run in overhead["runs"]} == {
+        "package",
+        "bash",
+        "minimal-python",
+        "minimal-requests",
+        "minimal-curl",
+    }
     assert all(run["exit"] == 0 and run["requests"] == 4 for run in overhead["runs"]), overhead["runs"]
     # The baselines are only fair if every client sent exactly the preloader's requests.
     assert all(overhead["same_requests"].values()), overhead["same_requests"]
