@@ -117,7 +117,9 @@ def targets(data: dict[str, Any]) -> list[Target]:
         tokens = next((r["prompt_eval_count"] for r in data["runs"] if r["kind"] == "num_predict_1"), None)
         note = (
             f"+{extra * 1000:.0f} ms over the load-only call (medians). The server reports {prompt * 1000:.0f} ms "
-            f"of prompt evaluation over {tokens} prompt token(s), which the load-only call skips"
+            f"of prompt evaluation over {tokens} prompt token(s), then one token is generated: one forward pass, "
+            "the least any generation does, and what shows the model actually runs. Whether it also spares the "
+            "application's first request anything: compare the two 'right after' rows of section 1"
         )
     return [
         Target(
