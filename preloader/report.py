@@ -66,7 +66,8 @@ def model_rows(
             rows.append(ModelRow(model, None, "pending", None, None, None, None, None, None, None))
             continue
         where = residency.get(model)
-        status, error = outcome.outcome, outcome.error
+        status: str = outcome.outcome
+        error = outcome.error
         if where is not None and not where.resident and expects_residency(outcome):
             status, error = "not-resident", where.message
         rows.append(

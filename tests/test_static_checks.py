@@ -67,6 +67,16 @@ def test_ruff_finds_nothing_to_report() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_format_finds_nothing_to_reformat() -> None:
+    result = _run([_tool("ruff"), "format", "--check", "."])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_package_type_checks_strictly() -> None:
+    result = _run([sys.executable, "-m", "mypy", "--strict", "--ignore-missing-imports", "preloader"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # --- the compose file, as Compose reads it -----------------------------------------------------------
 
 
