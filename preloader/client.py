@@ -9,7 +9,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -46,8 +46,6 @@ class WarmResult:
     """The answer to a generate or embed request. Durations in seconds; None when the server left them out."""
 
     load_seconds: float | None
-    total_seconds: float | None
-    done_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,6 @@ class RunningModel:
     size_vram: int
     expires_at: datetime | None
     context_length: int | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -237,8 +234,6 @@ def _seconds(value: Any) -> float | None:
 def _warm_result(body: Mapping[str, Any]) -> WarmResult:
     return WarmResult(
         load_seconds=_seconds(body.get("load_duration")),
-        total_seconds=_seconds(body.get("total_duration")),
-        done_reason=body.get("done_reason"),
     )
 
 
@@ -249,7 +244,6 @@ def _running_model(item: Mapping[str, Any]) -> RunningModel:
         size_vram=int(item.get("size_vram") or 0),
         expires_at=parse_timestamp(item.get("expires_at")),
         context_length=item.get("context_length"),
-        raw=item,
     )
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from preloader.durations import format_seconds
-from preloader.verify import Residency, expects_residency
+from preloader.verify import Residency
 from preloader.warm import WarmOutcome
 
 EXIT_OK = 0
@@ -33,6 +33,7 @@ class ModelRow:
     expires: str | None
     context_length: int | None
     error: str | None
+    pulled: bool = False  # OLLAMA_PRELOAD_PULL=missing pulled it during this run
 
     @property
     def ok(self) -> bool:
@@ -48,7 +49,6 @@ class Report:
     exit_status: int
     best_effort: bool = False
     note: str | None = None  # why the run ended early, if it did
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,7 +68,7 @@ def model_rows(
         where = residency.get(model)
         status: str = outcome.outcome
         error = outcome.error
-        if where is not None and not where.resident and expects_residency(outcome):
+        if where is not None and not where.resident and where.required:
             status, error = "not-resident", where.message
         rows.append(
             ModelRow(
@@ -82,6 +82,7 @@ def model_rows(
                 expires=where.expires if where else None,
                 context_length=where.context_length if where else None,
                 error=error,
+                pulled=outcome.pulled,
             )
         )
     return tuple(rows)

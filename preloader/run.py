@@ -108,7 +108,7 @@ def report_residency(residency: dict[str, Residency], log: EventLog) -> None:
                 expires=where.expires,
                 context_length=where.context_length,
             )
-        elif where.message and where.message.startswith("unloaded as asked"):
-            log.info("unloaded", where.message, model=model)
+        elif not where.required:
+            log.info("unloaded", where.message or "unloaded as asked", model=model)
         else:
             log.error("not-resident", f"not resident: {where.message}", model=model)

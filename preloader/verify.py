@@ -25,6 +25,7 @@ class Residency:
     expires: str | None = None  # "forever", "in 4m59s"
     context_length: int | None = None
     message: str | None = None  # why it is not resident, with what to do
+    required: bool = True  # False when the run itself asked for an unload (keep_alive 0)
 
 
 def verify_residency(
@@ -44,14 +45,12 @@ def verify_residency(
                 context_length=found.context_length,
             )
         elif _asked_to_unload(outcome):
-            result[outcome.model] = Residency(resident=False, message="unloaded as asked (keep_alive 0)")
+            result[outcome.model] = Residency(
+                resident=False, message="unloaded as asked (keep_alive 0)", required=False
+            )
         else:
             result[outcome.model] = Residency(resident=False, message=_eviction_message(outcome, warmed, running))
     return result
-
-
-def expects_residency(outcome: WarmOutcome) -> bool:
-    return outcome.outcome == "warmed" and not _asked_to_unload(outcome)
 
 
 def placement(size: int, size_vram: int) -> str:

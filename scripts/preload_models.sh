@@ -121,7 +121,7 @@ E_TEXT=() E_KEY=() E_CLOUD=() E_KA_WIRE=() E_KA_STATE=() E_PROMPT=() E_THINK=() 
 # --- what the run has learned so far (run.py Progress); the summary reads it even after a signal --------
 
 SERVER_VERSION="" WAITED_NS="" DONE_ORDER=()
-O_OUTCOME=() O_KIND=() O_SECONDS_NS=() O_LOAD_NS=() O_ERROR=() O_KA_STATE=()
+O_OUTCOME=() O_KIND=() O_SECONDS_NS=() O_LOAD_NS=() O_ERROR=() O_KA_STATE=() O_PULLED=()
 R_RESIDENT=() R_WHERE=() R_EXPIRES=() R_CONTEXT=() R_MESSAGE=()
 RUNNING_NAMES=() RUNNING_SIZE=() RUNNING_VRAM=() RUNNING_EXPIRES=() RUNNING_CONTEXT=()
 
@@ -1574,6 +1574,7 @@ pull_model() {
   local text=$REPLY
   json_seconds "$elapsed"
   log_info pulled "$model" "pulled in $text" seconds "$REPLY"
+  O_PULLED[$1]=1
 }
 
 # inspect_model INDEX: what the model can do (EMBEDDING_ONLY), pulling it first when allowed.
@@ -1813,7 +1814,7 @@ report_residency() {
       context_json=${R_CONTEXT[index]:-null}
       log_info resident "$model" "resident (${R_WHERE[index]}, expires ${R_EXPIRES[index]:-unknown})" \
         where "$where_json" expires "$expires_json" context_length "$context_json"
-    elif [[ ${R_MESSAGE[index]} == "unloaded as asked"* ]]; then
+    elif [[ ${O_KA_STATE[index]} == unload ]]; then
       log_info unloaded "$model" "${R_MESSAGE[index]}"
     else
       log_error not-resident "$model" "not resident: ${R_MESSAGE[index]}"
@@ -1899,6 +1900,8 @@ report_json() {
     fields+=("\"context_length\"$colon${ROW_CONTEXT:-null}")
     json_or_null "$ROW_ERROR"
     fields+=("\"error\"$colon$REPLY")
+    if [[ -n ${O_PULLED[index]:-} ]]; then REPLY=true; else REPLY=false; fi
+    fields+=("\"pulled\"$colon$REPLY")
     row="{$nl"
     local f first=1
     for f in "${fields[@]}"; do
