@@ -66,9 +66,10 @@ def test_polling_starts_fast_and_never_waits_longer_than_the_cap() -> None:
 
 def test_the_server_is_noticed_within_one_polling_interval_of_becoming_ready() -> None:
     client, records = run_wait(timeout=60, ready_in=7.77)
-    assert client.attempts[-1][0] - 7.77 <= MAX_WAIT
+    assert 0 <= client.attempts[-1][0] - 7.77 <= MAX_WAIT
     ready = records[-1]
-    assert ready["event"] == "ready" and ready["version"] == "0.11.4"
+    # The reported wait is measured on our clock, not taken from anything the stub says.
+    assert ready["event"] == "ready" and ready["seconds"] == pytest.approx(client.attempts[-1][0], abs=1e-3)
 
 
 def test_the_last_attempt_happens_at_the_deadline_not_a_backoff_step_before() -> None:
