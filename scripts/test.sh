@@ -2,7 +2,8 @@
 # Set up and run the whole test suite: the one test command the README gives, and the one CI runs.
 #
 #   scripts/test.sh            run every tier whose components are here; skip the others with a hint
-#   scripts/test.sh --setup    first build a real Ollama (needs Go) and prepare Docker (Debian, root)
+#   scripts/test.sh --setup    first build the real Ollama versions (needs Go, a C/C++ toolchain, cmake,
+#                              ninja, npm, git) and prepare Docker (Debian, root)
 #
 # PRELOADER_REQUIRE_TIERS=all (or real,docker) turns a skipped tier into a failure.
 # Other arguments go to pytest.
@@ -30,11 +31,20 @@ log "installing the package and its test dependencies into $venv"
 export PATH="$PWD/$venv/bin:$PATH"
 
 if $setup; then
-  if ollama_bin=$(scripts/build_ollama.sh); then
-    export PRELOADER_OLLAMA_BIN="$ollama_bin"
-    log "real Ollama: $ollama_bin"
-  else
-    log "no real Ollama (see above): the real tier will be skipped unless required"
+  # Every supported version (build_ollama.sh --list); one binary path per line for those that built.
+  # PRELOADER_OLLAMA_BINS lists them all (colon-separated); PRELOADER_OLLAMA_BIN stays 0.11.4's.
+  build_status=0
+  ollama_bins=$(scripts/build_ollama.sh) || build_status=$?
+  if [[ -n "$ollama_bins" ]]; then
+    PRELOADER_OLLAMA_BINS=$(paste -sd: <<<"$ollama_bins")
+    export PRELOADER_OLLAMA_BINS
+    log "real Ollama: $PRELOADER_OLLAMA_BINS"
+    if ollama_bin=$(grep -m1 '/ollama-v0\.11\.4/bin/ollama$' <<<"$ollama_bins"); then
+      export PRELOADER_OLLAMA_BIN="$ollama_bin"
+    fi
+  fi
+  if ((build_status != 0)); then
+    log "some Ollama builds failed (see above): their real-tier tests will be skipped unless required"
   fi
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     scripts/prepare_docker.sh || log "Docker preparation failed (see above): the docker tier will be skipped unless required"

@@ -34,12 +34,31 @@ import pytest
 import requests
 
 from tests.support.gguf_models import smollm2_gguf
-from tests.support.real_ollama import pinned_version
 from tests.support.tiers import unavailable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PREPARE_SCRIPT = REPO_ROOT / "scripts" / "prepare_docker.sh"
+
+
+def docker_ollama_version() -> str:
+    """The Ollama release the stand-in image holds, as scripts/prepare_docker.sh decides it.
+
+    The script is the one place it is pinned (with the same override variable); repeating it here would let
+    the two drift and the tier silently skip for want of an image.
+    """
+    override = os.environ.get("PRELOADER_DOCKER_OLLAMA_VERSION")
+    if override:
+        return override
+    match = re.search(
+        r'^OLLAMA_VERSION="\$\{PRELOADER_DOCKER_OLLAMA_VERSION:-([^}"]+)\}"', PREPARE_SCRIPT.read_text(), re.MULTILINE
+    )
+    assert match is not None, f"no OLLAMA_VERSION default found in {PREPARE_SCRIPT}"
+    return match.group(1)
+
+
+OLLAMA_VERSION = docker_ollama_version()
 PYTHON_BASE_IMAGE = os.environ.get("PRELOADER_PYTHON_BASE_IMAGE", "preloader-standin/python:3.11-slim")
-OLLAMA_IMAGE = os.environ.get("PRELOADER_OLLAMA_IMAGE", f"preloader-standin/ollama:{pinned_version()}")
+OLLAMA_IMAGE = os.environ.get("PRELOADER_OLLAMA_IMAGE", f"preloader-standin/ollama:{OLLAMA_VERSION}")
 SMOLLM2 = "smollm2:135m"
 # Marks every container, network and image these tests create, so a leak is easy to find and remove.
 TEST_LABEL = "org.ollama-preloader.test"
@@ -239,6 +258,12 @@ def ollama_container(docker_client: Any, test_network: Any, smollm2_file: Path) 
         .with_network_aliases("ollama")
         # Small context: the test loads one 135M model on a 2-core machine.
         .with_env("OLLAMA_CONTEXT_LENGTH", "2048")
+        # 0.30+ calls ollama.com at start-up; tests talk only to loopback and their own containers, so its
+        # outbound HTTP(S) goes to a proxy port inside the container where nothing listens (refused at once).
+        .with_env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .with_env("HTTP_PROXY", "http://127.0.0.1:9")
+        # ...but not the image's own CLI (`ollama create` below dials OLLAMA_HOST=0.0.0.0:11434).
+        .with_env("NO_PROXY", "0.0.0.0,127.0.0.1,localhost")
         .with_volume_mapping(str(smollm2_file), "/seed/model.gguf", "ro")
     )
     bind_loopback(container, 11434)

@@ -36,6 +36,8 @@ from tests.support.tiers import unavailable
 pytestmark = pytest.mark.docker
 
 OVERRIDE = Path(__file__).with_name("compose.test.yml")
+# Keeps the server's own calls to ollama.com inside its container (see the file).
+OFFLINE = Path(__file__).with_name("compose.offline.yml")
 SERVER_KEEP_ALIVE = "10m"
 PRELOAD_KEEP_ALIVE = "3h"
 SCHEDULER = {"OLLAMA_KEEP_ALIVE": SERVER_KEEP_ALIVE, "OLLAMA_NUM_PARALLEL": "1", "OLLAMA_MAX_LOADED_MODELS": "2"}
@@ -114,7 +116,8 @@ def compose_stack(
 ) -> Iterator[Stack]:
     """A compose project of its own, torn down with everything it created when the block ends.
 
-    With `seed=False` the project is the shipped docker-compose.yml alone, images swapped by variables only.
+    With `seed=False` the project is the shipped docker-compose.yml without the seeding service, images
+    swapped by variables only (and the server kept offline, as in every project here).
     """
     project = f"preloader-test-{uuid.uuid4().hex[:10]}"
     ollama_repo, ollama_tag = _image_parts(OLLAMA_IMAGE)
@@ -143,6 +146,8 @@ def compose_stack(
             project,
             "-f",
             str(REPO_ROOT / "docker-compose.yml"),
+            "-f",
+            str(OFFLINE),
             *(["-f", str(OVERRIDE)] if seed else []),
         ],
         env=_compose_env(env_file),
@@ -285,7 +290,7 @@ def test_foreground_up_aborting_on_failure_reports_the_puller_failure(
 def test_up_with_exit_code_from_the_puller_reports_its_failure_and_the_preloader_never_starts(
     compose_cli: list[str], docker_client: Any, smollm2_file: Path, tmp_path: Path
 ) -> None:
-    # The shipped file alone (no seeding service, whose successful exit would end an --exit-code-from run
+    # The shipped file without the seeding service (whose successful exit would end an --exit-code-from run
     # early): the puller is the first one-shot service to exit, so its status is what `up` reports.
     with compose_stack(compose_cli, smollm2_file, tmp_path, UNPULLABLE, seed=False) as stack:
         stack.up = stack.compose("up", "--build", "--exit-code-from", "model_puller", timeout=300)

@@ -6,14 +6,24 @@ import time
 from typing import Any
 
 import pytest
+import requests
 
-from tests.docker.conftest import SMOLLM2, ContainerRun, OllamaInContainer, parse_docker_time
+from tests.docker.conftest import OLLAMA_IMAGE, SMOLLM2, ContainerRun, OllamaInContainer, parse_docker_time
 
 pytestmark = pytest.mark.docker
 
 
 def _resident(ollama: OllamaInContainer, name: str) -> dict[str, Any] | None:
     return next((m for m in ollama.ps() if m.get("name") == name or m.get("model") == name), None)
+
+
+def test_the_ollama_container_serves_the_release_its_image_tag_names(ollama_container: OllamaInContainer) -> None:
+    # The tier's results are claimed for the tagged release: a stand-in built from another binary would
+    # make that claim false while every other test still passed.
+    tag = OLLAMA_IMAGE.rpartition(":")[2]
+    served = requests.get(f"{ollama_container.base_url}/api/version", timeout=10).json()["version"]
+
+    assert served == tag, f"{OLLAMA_IMAGE} serves Ollama {served}"
 
 
 def test_preloader_warms_the_model_over_the_container_network_and_exits_0(
