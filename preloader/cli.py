@@ -5,18 +5,30 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from types import FrameType
+from typing import NoReturn
 
 from preloader import __version__
 from preloader.client import OllamaClient
 from preloader.config import SETTINGS, Config, load_config
 from preloader.errors import ConfigError, Interrupted, ServerNotReady
-from preloader.logs import EventLog
+from preloader.logs import EventLog, silence
 from preloader.report import (
+    Report,
+    ReportPathError,
+    check_report_path,
+    model_rows,
+    models_status,
+    summary_lines,
+    write_report,
+)
+from preloader.run import Progress, preload
+from preloader.statuses import (
     EXIT_CONFIG,
     EXIT_INTERNAL,
     EXIT_MODELS_NOT_READY,
@@ -24,28 +36,33 @@ from preloader.report import (
     EXIT_SERVER_NOT_READY,
     EXIT_SIGINT,
     EXIT_SIGTERM,
-    Report,
-    model_rows,
-    models_status,
-    summary_lines,
-    write_report,
 )
-from preloader.run import Progress, preload
 
 EXIT_STATUSES = f"""exit statuses:
   {EXIT_OK}    every listed model warmed and resident
   {EXIT_INTERNAL}    unexpected internal error (traceback with --verbose)
   {EXIT_CONFIG}    invalid configuration (nothing was sent to the server)
   {EXIT_SERVER_NOT_READY}    the server never became healthy within the wait timeout
-  {EXIT_MODELS_NOT_READY}    at least one model failed to warm or is not resident afterwards
+  {EXIT_MODELS_NOT_READY}    at least one model failed to warm, is not resident afterwards, or could not be verified
   {EXIT_SIGINT}  interrupted by SIGINT;  {EXIT_SIGTERM}  interrupted by SIGTERM
 With best effort, {EXIT_SERVER_NOT_READY} and {EXIT_MODELS_NOT_READY} become {EXIT_OK} \
 (the log still says what failed)."""
 
 
+class UsageError(Exception):
+    """The command line itself is wrong. The message names flags only, never a value (it may be a key)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse quotes the offending value ("ignored explicit argument 'x'"); that value may be a secret.
+        raise UsageError(re.sub(r"'[^']*'", "(value not shown)", message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ollama-preload",
+        allow_abbrev=False,  # `--api-k KEY` must be an unknown flag, not a guess that may eat the next word
         description="Load the models an Ollama server needs into memory, verify they stay loaded, and exit "
         "with a status a pipeline can trust. Every option can also be set by the environment variable "
         "named in its help; the flag wins.",
@@ -66,24 +83,106 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv), os.environ if env is None else env)
+    finally:
+        _flush_stdout()
+
+
+def _main(argv: list[str], environment: Mapping[str, str]) -> int:
+    parser = build_parser()
+    try:
+        args, extras = parser.parse_known_args(_attach_dash_values(argv, parser))
+        if extras:
+            raise UsageError(_unknown_arguments(extras))
+    except UsageError as exc:
+        return _refuse([f"{exc}; see ollama-preload --help"], _json_wanted({}, environment, argv))
     flags = {var: _flag_text(value) for var, value in vars(args).items() if value is not None}
-    environment = os.environ if env is None else env
     try:
         config = load_config(environment, flags)
     except ConfigError as exc:
-        # The format itself may be what is invalid; json only when it clearly asks for json.
-        wanted = flags.get("OLLAMA_PRELOAD_LOG_FORMAT", environment.get("OLLAMA_PRELOAD_LOG_FORMAT", ""))
-        log = EventLog("json" if wanted.strip().lower() == "json" else "text")
-        for problem in exc.problems:
-            log.error("config", problem)
-        log.error(
-            "exit",
-            f"invalid configuration; nothing was sent to the server (exit {EXIT_CONFIG})",
-            exit_status=EXIT_CONFIG,
-        )
-        return EXIT_CONFIG
+        return _refuse(exc.problems, _json_wanted(flags, environment, argv))
+    if config.report_path is not None:
+        try:
+            check_report_path(config.report_path)
+        except ReportPathError as exc:
+            label = "--report" if "OLLAMA_PRELOAD_REPORT" in flags else "OLLAMA_PRELOAD_REPORT"
+            return _refuse(
+                [f"{label}: {exc}; accepted: a file in an existing, writable directory, or a device or FIFO"],
+                config.log_format == "json",
+            )
     return run_and_report(config)
+
+
+def _refuse(problems: Sequence[str], json_wanted: bool) -> int:
+    log = EventLog("json" if json_wanted else "text")
+    for problem in problems:
+        log.error("config", problem)
+    log.error(
+        "exit",
+        f"invalid configuration; nothing was sent to the server (exit {EXIT_CONFIG})",
+        exit_status=EXIT_CONFIG,
+    )
+    return EXIT_CONFIG
+
+
+def _json_wanted(flags: Mapping[str, str], environment: Mapping[str, str], argv: Sequence[str]) -> bool:
+    """The format itself may be what is invalid (or unparsed); json only when it clearly asks for json."""
+    wanted = flags.get("OLLAMA_PRELOAD_LOG_FORMAT", environment.get("OLLAMA_PRELOAD_LOG_FORMAT", ""))
+    for index, token in enumerate(argv):
+        if token == "--log-format" and index + 1 < len(argv):
+            wanted = argv[index + 1]
+        elif token.startswith("--log-format="):
+            wanted = token.partition("=")[2]
+    return wanted.strip().lower() == "json"
+
+
+def _attach_dash_values(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """`--keep-alive -1s` → `--keep-alive=-1s`: argparse takes a value starting with `-` for a flag.
+
+    Only for flags that take a value, and only for a next word that is not itself a long flag, so
+    `--api-key --models x` still fails as "expected one argument" rather than taking `--models` as the key.
+    """
+    takes_value = {
+        option
+        for action in parser._actions
+        if action.nargs is None and not isinstance(action, argparse.BooleanOptionalAction)
+        for option in action.option_strings
+        if option.startswith("--")
+    }
+    out: list[str] = []
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token == "--":
+            out.extend(argv[index:])
+            break
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if token in takes_value and following is not None and following.startswith("-") and following[1:2] != "-":
+            out.append(f"{token}={following}")
+            index += 2
+            continue
+        out.append(token)
+        index += 1
+    return out
+
+
+def _unknown_arguments(extras: Sequence[str]) -> str:
+    """Name unknown flags, never the words around them: the word after `--api-kee` is the key."""
+    flags = sorted({token.partition("=")[0] for token in extras if token.startswith("--") and len(token) > 2})
+    if flags:
+        return f"unknown option{'s' if len(flags) > 1 else ''} {', '.join(flags)} (values not shown)"
+    return "unexpected argument(s) on the command line (not shown: they may hold a secret); every option starts with --"
+
+
+def _flush_stdout() -> None:
+    """A closed pipe (`| head -0`) must not turn into "Exception ignored … BrokenPipeError" at exit."""
+    if sys.stdout is None:
+        return
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        silence(sys.stdout)
 
 
 def run_and_report(config: Config) -> int:
@@ -92,7 +191,7 @@ def run_and_report(config: Config) -> int:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
     for warning in config.warnings:
         log.warning("config", warning)
-    client = OllamaClient(config.host.base_url, api_key=config.api_key)
+    client = OllamaClient(config.host.base_url, api_key=config.api_key, proxy=config.proxy.url)
     progress = Progress()
     note = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
@@ -139,7 +238,7 @@ def run_and_report(config: Config) -> int:
         try:
             write_report(report, config.report_path)
         except OSError as exc:
-            log.error("report", f"cannot write the report to {config.report_path}: {exc}")
+            log.error("report", f"cannot write the report to {config.report_path}: {exc.strerror or exc}")
     return status
 
 

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 from preloader import __version__
-from preloader.errors import OllamaError, OllamaResponseError, OllamaTimeout, OllamaUnreachable
+from preloader.errors import OllamaBadResponse, OllamaError, OllamaResponseError, OllamaTimeout, OllamaUnreachable
 
 NANOSECONDS = 1e9
 _log = logging.getLogger(__name__)
@@ -67,25 +70,41 @@ class PullProgress:
 
 
 class OllamaClient:
-    def __init__(self, base_url: str, *, api_key: str | None = None, session: requests.Session | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        proxy: str | None = None,
+        session: requests.Session | None = None,
+    ):
         self.base_url = base_url.rstrip("/")
-        self._session = session or _session_for(self.base_url)
+        self._session = session or _session_for(proxy)
         self._session.headers["User-Agent"] = f"ollama-preloader/{__version__}"
         if api_key:
             self._session.headers["Authorization"] = f"Bearer {api_key}"
+        # A proxy or server may echo what it was sent; no message of ours may carry a secret onward.
+        self._secrets = [secret for secret in (api_key, _password(proxy)) if secret]
 
     def close(self) -> None:
         self._session.close()
 
     def version(self, *, timeout: Timeout) -> str:
-        return str(self._json("GET", "/api/version", timeout=timeout).get("version", "unknown"))
+        version = self._json("GET", "/api/version", timeout=timeout).get("version")
+        return version if isinstance(version, str) and version else "unknown"
 
     def show(self, model: str, *, timeout: Timeout) -> ModelInfo:
+        url = self.base_url + "/api/show"
         body = self._json("POST", "/api/show", {"model": model}, timeout=timeout)
         capabilities = body.get("capabilities")
+        model_info = body.get("model_info")
+        if capabilities is not None and not _strings(capabilities):
+            raise _malformed("/api/show", "capabilities", "a list of strings", capabilities, url)
+        if model_info is not None and not isinstance(model_info, dict):
+            raise _malformed("/api/show", "model_info", "an object", model_info, url)
         return ModelInfo(
-            capabilities=tuple(capabilities) if isinstance(capabilities, list) else None,
-            model_info=body.get("model_info") or {},
+            capabilities=tuple(capabilities) if capabilities is not None else None,
+            model_info=model_info or {},
         )
 
     def generate(
@@ -125,8 +144,13 @@ class OllamaClient:
         return _warm_result(self._json("POST", "/api/embed", payload, timeout=timeout))
 
     def ps(self, *, timeout: Timeout) -> list[RunningModel]:
-        body = self._json("GET", "/api/ps", timeout=timeout)
-        return [_running_model(item) for item in body.get("models") or []]
+        url = self.base_url + "/api/ps"
+        models = self._json("GET", "/api/ps", timeout=timeout).get("models")
+        if models is None:
+            return []
+        if not isinstance(models, list):
+            raise _malformed("/api/ps", "models", "a list", models, url)
+        return [_running_model(item, url) for item in models]
 
     def pull(self, model: str, *, timeout: Timeout) -> Iterator[PullProgress]:
         """Stream pull progress. A failure after the stream started arrives as an `error` line in a 200."""
@@ -136,12 +160,22 @@ class OllamaClient:
                 for line in r.iter_lines():
                     if not line:
                         continue
-                    item = json.loads(line)
+                    try:
+                        item = json.loads(line)
+                    except ValueError:
+                        item = None
+                    if not isinstance(item, dict):
+                        raise OllamaBadResponse(
+                            f"/api/pull sent a progress line that is not a JSON object: {_excerpt(line)}", url=url
+                        )
                     if "error" in item:
-                        raise OllamaResponseError(str(item["error"]), status=r.status_code, url=url, in_stream=True)
-                    yield PullProgress(str(item.get("status", "")), item.get("total"), item.get("completed"))
+                        error = self._scrub(str(item["error"]))
+                        raise OllamaResponseError(error, status=r.status_code, url=url, in_stream=True)
+                    yield PullProgress(
+                        str(item.get("status", "")), _count(item.get("total")), _count(item.get("completed"))
+                    )
             except requests.RequestException as exc:
-                raise _transport_error(exc, url, timeout) from exc
+                raise _transport_error(exc, url, timeout, self._scrub) from exc
 
     def _json(
         self, method: str, path: str, payload: Mapping[str, Any] | None = None, *, timeout: Timeout
@@ -149,12 +183,16 @@ class OllamaClient:
         response = self._request(method, path, payload, timeout=timeout)
         try:
             body = response.json()
-        except ValueError as exc:
-            raise OllamaError(
-                f"{path} answered HTTP {response.status_code} with a body that is not JSON: {response.text[:200]!r}",
-                url=response.url,
-            ) from exc
-        return body if isinstance(body, dict) else {}
+        except ValueError:
+            body = _NOT_JSON
+        if not isinstance(body, dict):
+            what = "a body that is not JSON" if body is _NOT_JSON else f"JSON that is not an object ({_kind(body)})"
+            raise OllamaBadResponse(
+                f"{path} answered HTTP {response.status_code} with {what}: {self._scrub(_excerpt(response.content))}; "
+                "is OLLAMA_HOST an Ollama server?",
+                url=self.base_url + path,
+            )
+        return body
 
     def _request(
         self,
@@ -170,23 +208,37 @@ class OllamaClient:
         try:
             response = self._session.request(method, url, json=payload, timeout=timeout, stream=stream)
         except requests.RequestException as exc:
-            raise _transport_error(exc, url, timeout) from exc
+            raise _transport_error(exc, url, timeout, self._scrub) from exc
         if response.status_code >= 400:
-            raise OllamaResponseError(_error_text(response), status=response.status_code, url=url)
+            raise OllamaResponseError(self._scrub(_error_text(response)), status=response.status_code, url=url)
         return response
 
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
-def _session_for(base_url: str) -> requests.Session:
-    """A session with the environment's proxy and CA settings resolved once, for our single server.
 
-    requests otherwise rescans the whole environment (proxies, NO_PROXY, CA bundles, ~/.netrc) on every
-    request; profiling showed that as the largest cost of our own per model. Same semantics, paid once.
-    """
+_NOT_JSON = object()
+
+
+def _session_for(proxy: str | None) -> requests.Session:
+    """A session that reads nothing from the environment itself: the proxy was decided once, as Go decides
+    it (`preloader.proxies`), and requests' own rules (ALL_PROXY, ~/.netrc) must not add to that."""
     session = requests.Session()
-    session.proxies = requests.utils.get_environ_proxies(base_url)
+    session.proxies = {"http": proxy, "https": proxy} if proxy else {}
     session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     session.trust_env = False
     return session
+
+
+def _password(proxy: str | None) -> str | None:
+    if not proxy:
+        return None
+    try:
+        return urlsplit(proxy).password
+    except ValueError:
+        return None
 
 
 def _error_text(response: requests.Response) -> str:
@@ -200,14 +252,24 @@ def _error_text(response: requests.Response) -> str:
     return response.text.strip()[:200] or response.reason or "no error text"
 
 
-def _transport_error(exc: requests.RequestException, url: str, timeout: Timeout) -> OllamaError:
+def _transport_error(
+    exc: requests.RequestException, url: str, timeout: Timeout, scrub: Callable[[str], str]
+) -> OllamaError:
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):
+        counts = re.search(r"IncompleteRead\(([^()]*)\)", str(exc))
+        detail = counts.group(1) if counts else scrub(_root_cause(exc))
+        return OllamaBadResponse(
+            f"the answer from {url} was cut off before its end ({detail})", url=url, incomplete=True
+        )
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return OllamaUnreachable(f"cannot reach {url} through the proxy: {scrub(_root_cause(exc))}", url=url)
     if isinstance(exc, requests.ConnectTimeout):
         return OllamaTimeout(f"no connection to {url} within {timeout[0]:g} s", url=url, timeout=timeout[0])
     if isinstance(exc, (requests.ReadTimeout, requests.Timeout)):
         return OllamaTimeout(f"{url} did not answer within {timeout[1]:g} s", url=url, timeout=timeout[1])
     if isinstance(exc, requests.ConnectionError):
-        return OllamaUnreachable(f"cannot reach {url}: {_root_cause(exc)}", url=url)
-    return OllamaError(f"request to {url} failed: {exc}", url=url)
+        return OllamaUnreachable(f"cannot reach {url}: {scrub(_root_cause(exc))}", url=url)
+    return OllamaError(f"request to {url} failed: {scrub(str(exc))[:300]}", url=url)
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -228,7 +290,36 @@ def _root_cause(exc: BaseException) -> str:
 
 
 def _seconds(value: Any) -> float | None:
-    return value / NANOSECONDS if isinstance(value, (int, float)) else None
+    return value / NANOSECONDS if _number(value) and value >= 0 else None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: Any) -> int | None:
+    return int(value) if _number(value) else None
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+def _excerpt(raw: bytes | str) -> str:
+    """A short, printable piece of a body for a message: never the whole of it, never raw control bytes."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return repr(text[:120]) + ("…" if len(text) > 120 else "")
+
+
+def _malformed(path: str, field: str, wanted: str, value: Any, url: str) -> OllamaBadResponse:
+    return OllamaBadResponse(
+        f"{path} answered with {field} that is {_kind(value)}, not {wanted}; is OLLAMA_HOST an Ollama server?",
+        url=url,
+    )
 
 
 def _warm_result(body: Mapping[str, Any]) -> WarmResult:
@@ -237,13 +328,31 @@ def _warm_result(body: Mapping[str, Any]) -> WarmResult:
     )
 
 
-def _running_model(item: Mapping[str, Any]) -> RunningModel:
+def _running_model(item: Any, url: str) -> RunningModel:
+    """One `/api/ps` entry, every field checked: a residency verdict must not rest on a misread answer."""
+    if not isinstance(item, dict):
+        raise _malformed("/api/ps", "a model entry", "an object", item, url)
+    name = item.get("name") or item.get("model")
+    if not isinstance(name, str) or not name:
+        raise _malformed("/api/ps", "a model name", "a string", name, url)
+    for field in ("size", "size_vram", "context_length"):
+        value = item.get(field)
+        if value is not None and not (_number(value) and value >= 0 and float(value).is_integer()):
+            raise _malformed("/api/ps", f"{field} of {name}", "a whole number", value, url)
+    expires_raw = item.get("expires_at")
+    expires_at = parse_timestamp(expires_raw)
+    if expires_raw is not None and expires_at is None:
+        raise OllamaBadResponse(
+            f"/api/ps answered with an expires_at of {name} that is not an RFC 3339 time: {_excerpt(str(expires_raw))}",
+            url=url,
+        )
+    context_length = item.get("context_length")
     return RunningModel(
-        name=str(item.get("name") or item.get("model") or ""),
+        name=name,
         size=int(item.get("size") or 0),
         size_vram=int(item.get("size_vram") or 0),
-        expires_at=parse_timestamp(item.get("expires_at")),
-        context_length=item.get("context_length"),
+        expires_at=expires_at,
+        context_length=int(context_length) if context_length is not None else None,
     )
 
 
@@ -261,6 +370,7 @@ def parse_timestamp(value: Any) -> datetime | None:
         digits = len(rest) - len(rest.lstrip("0123456789"))
         text = f"{main}.{rest[: min(digits, 6)].ljust(6, '0')}{rest[digits:]}"
     try:
-        return datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
+    return parsed if parsed.tzinfo is not None else None  # RFC 3339 always has an offset; a naive time misleads

@@ -6,6 +6,7 @@ place both are declared, so `--help`, the README and the parser cannot drift apa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,11 @@ from typing import Literal, TypeVar, cast
 from preloader.durations import DurationError, KeepAlive, parse_keep_alive, parse_timeout
 from preloader.entries import EntryError, ModelEntry, parse_entry, split_model_list
 from preloader.errors import ConfigError
-from preloader.hosts import OllamaHost, parse_host
+from preloader.hosts import HostError, OllamaHost, check_host, parse_host
+from preloader.proxies import ProxyChoice, ProxyError, parse_proxy, proxy_for
 
+_SPACE = " \t\n\r\v\f"  # ASCII whitespace only: str.strip() would also eat a no-break space inside a value
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)  # not int(): it also takes non-ASCII digits, '1_0', ' 5 '
 PullPolicy = Literal["never", "missing"]
 LogFormat = Literal["text", "json"]
 T = TypeVar("T")
@@ -155,6 +159,7 @@ class Config:
     log_format: LogFormat = "text"
     report_path: Path | None = None
     api_key: str | None = field(default=None, repr=False)
+    proxy: ProxyChoice = field(default_factory=lambda: ProxyChoice(None))  # its repr hides a proxy password
     max_loaded_models: int | None = None
     verbose: bool = False
     warnings: tuple[str, ...] = ()  # things worth telling the user that are not errors
@@ -180,13 +185,24 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) 
         value, label = raw(var)
         fallback = SETTINGS_BY_VAR[var].default if default is None else default
         try:
-            return parse(value.strip() or fallback)
+            return parse(value.strip(_SPACE) or fallback)
         except (ValueError, DurationError) as exc:
             reason = f": {exc}" if str(exc) else ""
             problems.append(f"{label}={value!r} is invalid{reason}; accepted: {accepted}")
             return parse(fallback)
 
-    host = parse_host(raw("OLLAMA_HOST")[0])
+    host_text, host_label = raw("OLLAMA_HOST")
+    host = parse_host(host_text)
+    try:
+        check_host(host_text)
+    except HostError as exc:
+        # Credentials never reach a message; other values are shown so the user sees what was read.
+        shown = "" if "credentials" in str(exc) else f"={host_text!r}"
+        problems.append(
+            f"{host_label}{shown} is invalid: {exc}; accepted: [http://|https://]host[:port][/path], "
+            "as Ollama reads it (credentials for a proxy in front of Ollama go in OLLAMA_API_KEY)"
+        )
+    proxy = _proxy(host.base_url, env, problems, warnings) if not problems else ProxyChoice(None)
     models = _models(raw, problems, warnings)
     keep_alive = get(
         "OLLAMA_PRELOAD_KEEP_ALIVE",
@@ -206,15 +222,21 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) 
         "OLLAMA_MAX_LOADED_MODELS", _optional(_int_range(0, 1_000_000)), "a non-negative integer (0 = automatic)"
     )
     report_text, report_label = raw("OLLAMA_PRELOAD_REPORT")
-    if report_text.strip().endswith("/"):
+    if report_text.strip(_SPACE).endswith("/"):
         problems.append(f"{report_label}={report_text!r} is a directory; accepted: a file path")
     api_key_text, api_key_label = raw("OLLAMA_API_KEY")
-    api_key = api_key_text.strip() or None
+    api_key = api_key_text.strip(_SPACE) or None
     if api_key and any(ord(char) < 32 or ord(char) == 127 for char in api_key):
         # The value is a secret: name the problem, never the value.
         problems.append(
             f"{api_key_label} contains a control character (a line break?), which cannot go into an HTTP "
             "header; accepted: the key on one line"
+        )
+    elif api_key and not api_key.isascii():
+        # requests would send latin-1 bytes (or fail), curl UTF-8 ones: no two clients agree on such a header.
+        problems.append(
+            f"{api_key_label} contains a non-ASCII character, which an HTTP header cannot carry reliably; "
+            "accepted: printable ASCII (the key itself is not shown)"
         )
 
     if problems:
@@ -231,8 +253,9 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) 
         pull=cast(PullPolicy, pull),
         best_effort=best_effort,
         log_format=cast(LogFormat, log_format),
-        report_path=Path(report_text.strip()) if report_text.strip() else None,
+        report_path=Path(report_text.strip(_SPACE)) if report_text.strip(_SPACE) else None,
         api_key=api_key,
+        proxy=proxy,
         max_loaded_models=max_loaded or None,
         verbose=verbose,
         warnings=tuple(warnings),
@@ -241,14 +264,14 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) 
 
 def _models(raw: Callable[[str], tuple[str, str]], problems: list[str], warnings: list[str]) -> tuple[ModelEntry, ...]:
     text, label = raw("OLLAMA_PRELOAD_MODELS")
-    if not text.strip():
+    if not text.strip(_SPACE):
         fallback, fallback_label = raw("OLLAMA_MODELS")
-        if _looks_like_path(fallback.strip()):
+        if _looks_like_path(fallback.strip(_SPACE)):
             warnings.append(
-                f"{fallback_label}={fallback.strip()!r} looks like a path: it is Ollama's models-directory "
+                f"{fallback_label}={fallback.strip(_SPACE)!r} looks like a path: it is Ollama's models-directory "
                 "variable, not a model list, so it is ignored; list models in OLLAMA_PRELOAD_MODELS"
             )
-        elif fallback.strip():
+        elif fallback.strip(_SPACE):
             text, label = fallback, fallback_label
     items = split_model_list(text)
     if not items:
@@ -278,6 +301,21 @@ def _models(raw: Callable[[str], tuple[str, str]], problems: list[str], warnings
     return tuple(entries)
 
 
+def _proxy(target: str, env: Mapping[str, str], problems: list[str], warnings: list[str]) -> ProxyChoice:
+    """The proxy for our server, as Ollama's Go client picks it; a proxy's credentials never reach a message."""
+    for variable in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"):
+        if env.get(variable) and parse_proxy(env[variable]) is None:
+            warnings.append(
+                f"{variable} is not a URL Ollama's client can parse; like that client, this run ignores it "
+                "(the value is not shown: it may hold a password)"
+            )
+    try:
+        return proxy_for(target, env)
+    except ProxyError as exc:
+        problems.append(f"{exc}; accepted: http://[user:password@]proxy:port")
+        return ProxyChoice(None)
+
+
 def _looks_like_path(text: str) -> bool:
     return text.startswith(("/", "~", "./", "../", ".\\")) or text in (".", "..")
 
@@ -288,7 +326,7 @@ def parse_bool(text: str) -> bool:
     >>> parse_bool("Yes"), parse_bool("0")
     (True, False)
     """
-    lowered = text.strip().lower()
+    lowered = text.strip(_SPACE).lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
     if lowered in ("0", "false", "no", "off"):
@@ -298,7 +336,7 @@ def parse_bool(text: str) -> bool:
 
 def _int_range(low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        if not text.strip().lstrip("+-").isdigit():
+        if not _INTEGER.fullmatch(text.strip(_SPACE)):
             raise ValueError("")
         value = int(text)
         if not low <= value <= high:
@@ -312,15 +350,15 @@ def _optional(parse: Callable[[str], T]) -> Callable[[str], T | None]:
     """For settings whose absence means "let the server decide"."""
 
     def parse_optional(text: str) -> T | None:
-        return parse(text) if text.strip() else None
+        return parse(text) if text.strip(_SPACE) else None
 
     return parse_optional
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
-        if text.strip().lower() not in choices:
+        if text.strip(_SPACE).lower() not in choices:
             raise ValueError("")
-        return text.strip().lower()
+        return text.strip(_SPACE).lower()
 
     return parse

@@ -7,6 +7,7 @@ every other key is a model option, typed as bool, int, float or string.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,10 +18,36 @@ from preloader.durations import DurationError, KeepAlive, parse_keep_alive
 from preloader.names import InvalidModelName, ModelName, parse_model_name
 
 OptionValue = bool | int | float | str | list[str]
-_LIST_OPTIONS = {"stop"}  # Ollama wants these as arrays; an entry gives one value
 _SEPARATORS = re.compile(r"[\s,]+")
-_INT = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
+_INT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT = re.compile(r"[+-]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+_INT64 = range(-(1 << 63), 1 << 63)
+_FLOAT32_MAX = 3.4028234663852886e38
+
+# The types of Ollama's known options (`api.Options` and its `Runner`, read by `Options.FromMap`). A value of
+# another type is a 500 "option ... must be of type ..." after the request was sent; we refuse it up front.
+# Keys Ollama does not know are ignored by the server, so they pass as typed by `typed_value`.
+_INT_OPTIONS = frozenset(
+    [
+        "num_ctx",
+        "num_batch",
+        "num_gpu",
+        "main_gpu",
+        "num_thread",
+        "num_keep",
+        "seed",
+        "num_predict",
+        "top_k",
+        "repeat_last_n",
+        "draft_num_predict",
+    ]
+)
+_FLOAT_OPTIONS = frozenset(
+    ["temperature", "top_p", "min_p", "typical_p", "repeat_penalty", "presence_penalty", "frequency_penalty"]
+)
+_BOOL_OPTIONS = frozenset(["use_mmap", "numa", "penalize_newline"])
+_LIST_OPTIONS = frozenset({"stop"})  # Ollama wants an array of strings; an entry gives one value
+THINK_LEVELS = ("high", "medium", "low")
 
 
 class EntryError(ValueError):
@@ -87,16 +114,11 @@ def parse_entry(text: str) -> ModelEntry:
         elif canonical == "prompt":
             prompt = value
         elif canonical == "think":
-            typed = typed_value(value)
-            if not isinstance(typed, (bool, str)):
-                raise EntryError(f"think={value!r} of {raw_name!r}: use true, false, low, medium or high")
-            think = typed
+            think = _think(value, raw_name)
         elif value == "":
             raise EntryError(f"option {key!r} of {raw_name!r} has no value")
-        elif key in _LIST_OPTIONS:
-            options[key] = [value]
         else:
-            options[key] = typed_value(value)
+            options[key] = option_value(key, value, raw_name)
     return ModelEntry(
         text=raw_name,
         name=name,
@@ -105,6 +127,44 @@ def parse_entry(text: str) -> ModelEntry:
         think=think,
         options=MappingProxyType(options),
     )
+
+
+def _think(value: str, model: str) -> bool | str:
+    """`think` as Ollama's ThinkValue takes it: a JSON bool, or one of the level strings."""
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in THINK_LEVELS:
+        return lowered
+    raise EntryError(f"think={value!r} of {model!r}: use true, false, low, medium or high")
+
+
+def option_value(key: str, text: str, model: str = "") -> OptionValue:
+    """A model option's value, checked against the type Ollama gives that option.
+
+    >>> option_value("num_ctx", "8192"), option_value("temperature", "1"), option_value("stop", "END")
+    (8192, 1, ['END'])
+    >>> option_value("num_ctx", "8k")
+    Traceback (most recent call last):
+    ...
+    preloader.entries.EntryError: num_ctx='8k': Ollama wants an integer here (such as 8192)
+    """
+    where = f" of {model!r}" if model else ""
+    if key in _LIST_OPTIONS:
+        return [text]
+    typed = typed_value(text)
+    if key in _INT_OPTIONS and not (isinstance(typed, int) and not isinstance(typed, bool) and typed in _INT64):
+        # Ollama would truncate 1.5 to 1 without a word; a fraction here is a typo, so it is refused too.
+        raise EntryError(f"{key}={text!r}{where}: Ollama wants an integer here (such as 8192)")
+    if key in _FLOAT_OPTIONS and (
+        isinstance(typed, bool) or not isinstance(typed, (int, float)) or abs(typed) > _FLOAT32_MAX
+    ):
+        raise EntryError(f"{key}={text!r}{where}: Ollama wants a number here (such as 0.7)")
+    if key in _BOOL_OPTIONS and not isinstance(typed, bool):
+        raise EntryError(f"{key}={text!r}{where}: Ollama wants true or false here")
+    if isinstance(typed, float) and not math.isfinite(typed):
+        raise EntryError(f"{key}={text!r}{where}: the number is too large for JSON")
+    return typed
 
 
 def typed_value(text: str) -> OptionValue:

@@ -43,6 +43,16 @@ class OllamaUnreachable(OllamaError):
     """No HTTP answer at all: refused, reset, DNS failure, or the connection dropped mid-request."""
 
 
+class OllamaBadResponse(OllamaError):
+    """The server answered, but not with what the endpoint promises: not JSON, not an object, fields of the
+    wrong type, or a body cut off before its end. `incomplete` (cut off) is worth another attempt, like a
+    reset connection; a complete but malformed answer will be the same next time."""
+
+    def __init__(self, message: str, *, url: str, incomplete: bool = False) -> None:
+        super().__init__(message, url=url)
+        self.incomplete = incomplete
+
+
 class OllamaTimeout(OllamaError):
     """The server accepted the connection but did not answer within our timeout."""
 

@@ -11,6 +11,12 @@ import ipaddress
 from dataclasses import dataclass
 
 DEFAULT_PORT = "11434"
+SCHEMES = ("http", "https")  # all that Go's net/http client (Ollama's CLI) can connect with
+_NOT_IN_ADDRESS = frozenset("@?#\\")
+
+
+class HostError(ValueError):
+    """An OLLAMA_HOST that Ollama's own client could not use; the message never repeats credentials."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,32 @@ def parse_host(value: str | None) -> OllamaHost:
     if not _valid_port(port):
         port = default_port
     return OllamaHost(scheme=scheme, host=host, port=port, path=path.strip("/"))
+
+
+def check_host(value: str) -> None:
+    """Refuse what `parse_host` would read but Ollama's Go client could not use.
+
+    Go's `envconfig.Host` never fails, but its result can be unusable: `ftp://h` ends in "unsupported
+    protocol scheme", `http://user:pw@h` becomes host `user` (or `[user:pw@h:1]`) on port 80, a space or `#`
+    breaks the URL. Credentials are named, never shown: they would end up in every log line that names the
+    server.
+
+    >>> check_host("http://ollama:11434/prefix")
+    >>> check_host("http://user:pw@ollama")
+    Traceback (most recent call last):
+    ...
+    preloader.hosts.HostError: it carries credentials (user:password@); they are not shown here
+    """
+    text = (value or "").strip().strip("\"'").strip()
+    scheme, sep, rest = text.partition("://")
+    address = (rest if sep else text).partition("/")[0]
+    if "@" in address:
+        raise HostError("it carries credentials (user:password@); they are not shown here")
+    if sep and scheme.lower() not in SCHEMES:
+        raise HostError(f"scheme {scheme!r} is not one Ollama's client can use (http or https)")
+    bad = sorted({char for char in text if char <= " " or char == "\x7f" or char in _NOT_IN_ADDRESS})
+    if bad:
+        raise HostError(f"it contains {', '.join(repr(char) for char in bad)}, which cannot be part of a server URL")
 
 
 def _split_host_port(hostport: str) -> tuple[str, str] | None:

@@ -7,6 +7,7 @@ This is the tool's only output; it goes to stdout so `docker compose logs` and C
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from datetime import datetime, timezone
@@ -18,9 +19,12 @@ TOOL = "preloader"
 
 
 class EventLog:
+    """A closed or broken output (`| head -0`, `>&-`) ends the logging, not the run: the exit status is still
+    the verdict, and no traceback storm follows."""
+
     def __init__(self, fmt: LogFormat = "text", stream: TextIO | None = None) -> None:
         self.format = fmt
-        self._stream = stream or sys.stdout
+        self._stream = stream if stream is not None else sys.stdout  # None when started with stdout closed
         self._lock = threading.Lock()  # warm steps may log from worker threads
 
     def info(self, event: str, message: str, *, model: str | None = None, **fields: Any) -> None:
@@ -37,10 +41,7 @@ class EventLog:
         if self.format == "json":
             self._emit("info", event, "", None, fields)
             return
-        with self._lock:
-            for line in lines:
-                self._stream.write(line + "\n")
-            self._stream.flush()
+        self._write("".join(line + "\n" for line in lines))
 
     def _emit(self, level: str, event: str, message: str, model: str | None, fields: dict[str, Any]) -> None:
         if self.format == "json":
@@ -54,12 +55,53 @@ class EventLog:
             if message:
                 record["message"] = message
             record.update(fields)
-            line = json.dumps(record, default=str)
+            line = json.dumps(record, default=str, ensure_ascii=False)
         else:
             subject = model or TOOL
             # A model's failure already says "failed:"; the tool's own errors need the word.
             marker = {"warning": "warning: ", "error": "" if model else "error: "}.get(level, "")
             line = f"{subject}: {marker}{message}"
+        self._write(line + "\n")
+
+    def _write(self, text: str) -> None:
+        """Always valid UTF-8, whatever the locale: a server's error text may hold lone surrogates."""
+        data = valid_utf8(text)
         with self._lock:
-            self._stream.write(line + "\n")
-            self._stream.flush()
+            if self._stream is None:
+                return
+            try:
+                buffer = getattr(self._stream, "buffer", None)
+                if buffer is not None:
+                    self._stream.flush()
+                    buffer.write(data)
+                    buffer.flush()
+                else:
+                    self._stream.write(data.decode("utf-8"))
+                    self._stream.flush()
+            except (OSError, ValueError):  # EPIPE, EBADF, or a stream closed under us
+                silence(self._stream)
+                self._stream = None
+
+
+def valid_utf8(text: str) -> bytes:
+    """UTF-8 bytes of `text`, lone surrogates replaced (json.loads turns an escaped \\ud800 into one).
+
+    >>> valid_utf8("caf\\u00e9 \\udc80")
+    b'caf\\xc3\\xa9 \\xef\\xbf\\xbd'
+    """
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
+def silence(stream: TextIO) -> None:
+    """Point a dead stream's descriptor at /dev/null, so the interpreter's final flush cannot fail either."""
+    try:
+        descriptor = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):
+        return
+    try:
+        os.dup2(null, descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(null)

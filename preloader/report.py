@@ -2,30 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import select
+import stat
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from preloader.durations import format_seconds
+from preloader.errors import PreloaderError
+from preloader.logs import valid_utf8
+
+# Declared in preloader.statuses. Re-exported only for modules written before the move (check.py imports
+# them from here); new code imports preloader.statuses.
+from preloader.statuses import EXIT_CONFIG as EXIT_CONFIG
+from preloader.statuses import EXIT_INTERNAL as EXIT_INTERNAL
+from preloader.statuses import EXIT_MODELS_NOT_READY as EXIT_MODELS_NOT_READY
+from preloader.statuses import EXIT_OK as EXIT_OK
+from preloader.statuses import EXIT_SERVER_NOT_READY as EXIT_SERVER_NOT_READY
+from preloader.statuses import EXIT_SIGINT as EXIT_SIGINT
+from preloader.statuses import EXIT_SIGTERM as EXIT_SIGTERM
 from preloader.verify import Residency
 from preloader.warm import WarmOutcome
-
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_CONFIG = 2
-EXIT_SERVER_NOT_READY = 3
-EXIT_MODELS_NOT_READY = 4
-EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
 
 
 @dataclass(frozen=True)
 class ModelRow:
     model: str
     kind: str | None
-    outcome: str  # warmed | failed | skipped | not-resident | pending
+    outcome: str  # warmed | failed | skipped | not-resident | unverified | pending
     seconds: float | None
     load_seconds: float | None
     resident: bool | None
@@ -68,7 +79,9 @@ def model_rows(
         where = residency.get(model)
         status: str = outcome.outcome
         error = outcome.error
-        if where is not None and not where.resident and where.required:
+        if where is not None and not where.verified:
+            status, error = "unverified", where.message
+        elif where is not None and not where.resident and where.required:
             status, error = "not-resident", where.message
         rows.append(
             ModelRow(
@@ -77,7 +90,7 @@ def model_rows(
                 outcome=status,
                 seconds=outcome.seconds,
                 load_seconds=outcome.load_seconds,
-                resident=where.resident if where else None,
+                resident=where.resident if where and where.verified else None,
                 where=where.where if where else None,
                 expires=where.expires if where else None,
                 context_length=where.context_length if where else None,
@@ -101,7 +114,7 @@ def summary_lines(report: Report) -> list[str]:
             row.kind or "-",
             format_seconds(row.seconds) if row.seconds is not None else "-",
             format_seconds(row.load_seconds) if row.load_seconds is not None else "-",
-            {True: "yes", False: "NO", None: "-"}[row.resident] if row.outcome != "skipped" else "skipped",
+            _resident_cell(row),
             row.where or "-",
             row.expires or "-",
         )
@@ -127,8 +140,116 @@ def verdict(report: Report) -> str:
     return f"{text} (exit {report.exit_status}){suffix}"
 
 
+class ReportPathError(PreloaderError):
+    """The report cannot be written where it was asked for; found before anything is sent."""
+
+
+WRITE_DEADLINE = 10.0  # seconds a FIFO's reader gets to take the report; nothing waits forever
+_STREAM_PREFIXES = ("/dev/", "/proc/")  # /dev/stdout and friends: write into the stream, never replace it
+
+
+def check_report_path(path: Path) -> None:
+    """Can a report be written at `path`? Checked before the first request, so a typo costs nothing.
+
+    A regular file (or a new one) needs a writable existing directory, because it is replaced atomically
+    through a temporary file beside it. Anything else (a device, a FIFO, a symlink to one) is written in place.
+    A FIFO is not opened here: a reader waiting on it would see our probe as the end of its input.
+    """
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise ReportPathError(f"{path} cannot be checked: {exc.strerror}") from None
+    if info is not None and _writes_in_place(path, info):
+        if path.is_dir():
+            raise ReportPathError(f"{path} is a directory; give a file path such as {path}/report.json")
+        if not os.access(path, os.W_OK):
+            raise ReportPathError(f"{path} is not writable")
+        return
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise ReportPathError(f"{path} is a directory; give a file path such as {path}/report.json")
+    target = _replace_target(path)
+    directory = target.parent
+    if not directory.is_dir():
+        raise ReportPathError(f"the directory {directory} does not exist; create it first")
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=directory)
+    except OSError as exc:
+        raise ReportPathError(f"cannot create files in {directory}: {exc.strerror}") from None
+    os.close(descriptor)
+    os.unlink(probe)
+
+
 def write_report(report: Report, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-    temporary.replace(path)  # readers never see half a report
+    """Write the report: a regular file atomically (readers never see half a report), a stream in place."""
+    data = valid_utf8(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
+    try:
+        info: os.stat_result | None = path.lstat()
+    except FileNotFoundError:
+        info = None
+    if info is not None and _writes_in_place(path, info):
+        _write_in_place(path, data)
+        return
+    target = _replace_target(path)
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o644
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _writes_in_place(path: Path, info: os.stat_result) -> bool:
+    if stat.S_ISLNK(info.st_mode):
+        if str(path).startswith(_STREAM_PREFIXES) or os.path.realpath(path).startswith(_STREAM_PREFIXES):
+            return True
+        try:
+            return not stat.S_ISREG(path.stat().st_mode)
+        except FileNotFoundError:
+            return False  # a dangling link: its target is created, atomically
+    return not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode)
+
+
+def _replace_target(path: Path) -> Path:
+    """The file to replace: through a symlink to a regular file, its target (so the link stays a link)."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    """Into a device or FIFO, non-blocking: a FIFO without a reader fails at once (ENXIO) instead of hanging,
+    and a reader that stops reading gets WRITE_DEADLINE seconds."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OSError(exc.errno, "nobody is reading this FIFO, so the report was not written") from None
+        raise
+    deadline = time.monotonic() + WRITE_DEADLINE
+    try:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(descriptor, view) :]
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([], [descriptor], [], left)[1]:
+                    raise OSError(
+                        errno.ETIMEDOUT, f"the reader took none of the report for {WRITE_DEADLINE:g} s"
+                    ) from None
+    finally:
+        os.close(descriptor)
+
+
+def _resident_cell(row: ModelRow) -> str:
+    if row.outcome in ("skipped", "unverified"):
+        return row.outcome
+    return {True: "yes", False: "NO", None: "-"}[row.resident]

@@ -13,8 +13,9 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from preloader.client import OllamaClient, RunningModel
 from preloader.config import Config
 from preloader.entries import ModelEntry
+from preloader.errors import OllamaError
 from preloader.logs import EventLog
-from preloader.verify import Residency, verify_residency
+from preloader.verify import Residency, unverified, verify_residency
 from preloader.wait import wait_for_server
 from preloader.warm import Warmer, WarmOutcome, is_transient
 
@@ -36,9 +37,21 @@ def preload(config: Config, client: OllamaClient, log: EventLog, progress: Progr
     status = wait_for_server(client, config.wait_timeout, log)
     progress.server_version, progress.waited = status.version, status.waited
     warm_all(Warmer(client, config, log), config.models, config.concurrency, progress.outcomes)
-    if any(outcome.outcome == "warmed" for outcome in progress.outcomes):
-        progress.residency = verify_residency(progress.outcomes, list_running(client), datetime.now(timezone.utc))
-        report_residency(progress.residency, log)
+    if not any(outcome.outcome == "warmed" for outcome in progress.outcomes):
+        return
+    try:
+        running = list_running(client)
+    except OllamaError as exc:
+        # Warmed is not proven resident: without /api/ps the run cannot say the models are ready.
+        progress.residency = unverified(progress.outcomes, str(exc))
+        log.error(
+            "not-verified",
+            f"could not verify that the warmed models are loaded: /api/ps failed ({exc})",
+            error=str(exc),
+        )
+        return
+    progress.residency = verify_residency(progress.outcomes, running, datetime.now(timezone.utc))
+    report_residency(progress.residency, log)
 
 
 def announce(config: Config, log: EventLog) -> None:
@@ -67,9 +80,11 @@ def warm_all(warmer: Warmer, entries: Sequence[ModelEntry], concurrency: int, ou
         for entry in entries:
             outcomes.append(warmer.warm(entry))
         return
-    # Daemon threads: a signal must be able to end the run without waiting for a load to finish.
+    # Daemon threads rather than a ThreadPoolExecutor: the executor's threads are joined at interpreter exit, so
+    # a signal would wait for a 30-minute load to finish. Every worker reports each entry exactly once, as an
+    # outcome or as the exception that ended it, so the loop below always gets len(entries) answers.
     todo: queue.Queue[ModelEntry] = queue.Queue()
-    done: queue.Queue[WarmOutcome] = queue.Queue()
+    done: queue.Queue[WarmOutcome | BaseException] = queue.Queue()
     for entry in entries:
         todo.put(entry)
 
@@ -79,12 +94,18 @@ def warm_all(warmer: Warmer, entries: Sequence[ModelEntry], concurrency: int, ou
                 entry = todo.get_nowait()
             except queue.Empty:
                 return
-            done.put(warmer.warm(entry))
+            try:
+                done.put(warmer.warm(entry))
+            except BaseException as exc:  # handed to the main thread, which raises it
+                done.put(exc)
 
     for _ in range(min(concurrency, len(entries))):
         threading.Thread(target=worker, daemon=True).start()
     for _ in entries:
-        outcomes.append(done.get())
+        result = done.get()
+        if isinstance(result, BaseException):
+            raise result
+        outcomes.append(result)
 
 
 def list_running(client: OllamaClient) -> list[RunningModel]:

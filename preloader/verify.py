@@ -26,6 +26,7 @@ class Residency:
     context_length: int | None = None
     message: str | None = None  # why it is not resident, with what to do
     required: bool = True  # False when the run itself asked for an unload (keep_alive 0)
+    verified: bool = True  # False when /api/ps could not be read: neither resident nor evicted, unknown
 
 
 def verify_residency(
@@ -37,7 +38,15 @@ def verify_residency(
     result: dict[str, Residency] = {}
     for outcome in warmed:
         found = loaded.get(outcome.entry.name.key)
-        if found is not None:
+        if found is not None and found.expires_at is not None and found.expires_at <= now:
+            # Listed but past its expiry: the server is unloading it. Loaded-and-not-expired is what resident means.
+            if _asked_to_unload(outcome):
+                result[outcome.model] = Residency(
+                    resident=False, message="unloaded as asked (keep_alive 0)", required=False
+                )
+            else:
+                result[outcome.model] = Residency(resident=False, message=_expired_message(outcome, found, now))
+        elif found is not None:
             result[outcome.model] = Residency(
                 resident=True,
                 where=placement(found.size, found.size_vram),
@@ -48,9 +57,39 @@ def verify_residency(
             result[outcome.model] = Residency(
                 resident=False, message="unloaded as asked (keep_alive 0)", required=False
             )
+        elif _short_keep_alive(outcome):
+            result[outcome.model] = Residency(resident=False, message=_expired_message(outcome, None, now))
         else:
             result[outcome.model] = Residency(resident=False, message=_eviction_message(outcome, warmed, running))
     return result
+
+
+def unverified(outcomes: Sequence[WarmOutcome], reason: str) -> dict[str, Residency]:
+    """Every warmed model when `/api/ps` could not be read: not proven resident, so not ready."""
+    return {
+        outcome.model: Residency(resident=False, message=f"could not verify: {reason}", verified=False)
+        for outcome in outcomes
+        if outcome.outcome == "warmed"
+    }
+
+
+SHORT_KEEP_ALIVE = 60.0  # seconds; a model kept this briefly may well be gone by the time /api/ps is read
+
+
+def _short_keep_alive(outcome: WarmOutcome) -> bool:
+    keep_alive = outcome.keep_alive
+    return keep_alive is not None and not keep_alive.forever and keep_alive.seconds <= SHORT_KEEP_ALIVE
+
+
+def _expired_message(outcome: WarmOutcome, found: RunningModel | None, now: datetime) -> str:
+    keep_alive = outcome.keep_alive.describe() if outcome.keep_alive is not None else "the server's default"
+    when = ""
+    if found is not None and found.expires_at is not None:
+        when = f" {format_seconds((now - found.expires_at).total_seconds())} before the check"
+    return (
+        f"warmed, but unloading already: its keep-alive ({keep_alive}) ran out{when}. Use a longer keep_alive "
+        "(OLLAMA_PRELOAD_KEEP_ALIVE=-1 keeps it until evicted)"
+    )
 
 
 def placement(size: int, size_vram: int) -> str:

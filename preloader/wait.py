@@ -16,7 +16,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 
 from preloader.client import OllamaClient
 from preloader.durations import format_seconds
-from preloader.errors import OllamaError, OllamaResponseError, ServerNotReady
+from preloader.errors import OllamaBadResponse, OllamaError, OllamaResponseError, ServerNotReady
 from preloader.logs import EventLog
 
 FIRST_WAIT = 0.1
@@ -90,6 +90,14 @@ def wait_for_server(
         raise ServerNotReady(
             f"the server at {client.base_url} kept failing for {format_seconds(timeout)}: {exc}"
         ) from exc
+    except OllamaBadResponse as exc:
+        if exc.incomplete:
+            raise ServerNotReady(
+                f"the server at {client.base_url} kept cutting its answers off for {format_seconds(timeout)}: {exc}"
+            ) from exc
+        raise ServerNotReady(
+            f"the server at {client.base_url} answered the health check, but not as Ollama does: {exc}"
+        ) from exc
     except OllamaError as exc:
         raise ServerNotReady(
             f"the server at {client.base_url} did not answer within {format_seconds(timeout)} "
@@ -110,6 +118,8 @@ def _not_up_yet(exc: BaseException) -> bool:
     """No answer, or a proxy's 5xx while Ollama starts behind it. A 4xx is a real answer: waiting won't change it."""
     if isinstance(exc, OllamaResponseError):
         return exc.status >= 500
+    if isinstance(exc, OllamaBadResponse):
+        return exc.incomplete  # a whole answer that is not Ollama's will not become Ollama's by waiting
     return isinstance(exc, OllamaError)
 
 

@@ -17,7 +17,7 @@ from preloader.client import ModelInfo, OllamaClient, Timeout, WarmResult
 from preloader.config import Config
 from preloader.durations import KeepAlive, format_seconds
 from preloader.entries import ModelEntry
-from preloader.errors import OllamaError, OllamaResponseError, OllamaTimeout, OllamaUnreachable
+from preloader.errors import OllamaBadResponse, OllamaError, OllamaResponseError, OllamaTimeout, OllamaUnreachable
 from preloader.logs import EventLog
 
 Kind = Literal["generate", "embed"]
@@ -59,6 +59,8 @@ def is_transient(exc: BaseException) -> bool:
     """Worth another attempt: the server may answer differently in a moment."""
     if isinstance(exc, OllamaUnreachable):
         return True
+    if isinstance(exc, OllamaBadResponse):
+        return exc.incomplete  # cut off mid-body, like a reset; a complete malformed answer comes back the same
     if isinstance(exc, OllamaResponseError):
         if exc.status in (499, 502, 503, 504):
             return True

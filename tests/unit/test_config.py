@@ -145,3 +145,112 @@ def test_every_setting_has_a_flag_and_a_help_text() -> None:
     flags = [setting.flag for setting in SETTINGS]
     assert len(set(flags)) == len(flags)
     assert all(setting.flag.startswith("--") and setting.help for setting in SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("OLLAMA_PRELOAD_ATTEMPTS", "\uff13"),
+        ("OLLAMA_PRELOAD_ATTEMPTS", "\u0661"),
+        ("OLLAMA_PRELOAD_CONCURRENCY", "1_0"),
+        ("OLLAMA_PRELOAD_NUM_PREDICT", "1e0"),
+        ("OLLAMA_MAX_LOADED_MODELS", "0x3"),
+        ("OLLAMA_PRELOAD_WAIT_TIMEOUT", "1e3"),
+        ("OLLAMA_PRELOAD_WARM_TIMEOUT", "1ns"),
+        ("OLLAMA_PRELOAD_WAIT_TIMEOUT", "0.0001"),
+        ("OLLAMA_PRELOAD_KEEP_ALIVE", "9999999999h"),
+        ("OLLAMA_PRELOAD_KEEP_ALIVE", "9223372037"),
+    ],
+)
+def test_numbers_follow_one_strict_ascii_grammar_per_kind(var: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({**MINIMAL, var: value})
+    assert len(caught.value.problems) == 1 and var in caught.value.problems[0]
+
+
+@pytest.mark.parametrize(("value", "attempts"), [("+3", 3), (" 3 ", 3), ("03", 3)])
+def test_integers_may_carry_a_plus_sign_leading_zeros_and_surrounding_spaces(value: str, attempts: int) -> None:
+    assert load_config({**MINIMAL, "OLLAMA_PRELOAD_ATTEMPTS": value}).attempts == attempts
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["http://user:hunter2@ollama:11434", "https://hunter2@ollama", "user:hunter2@ollama:11434", "'http://u:hunter2@h'"],
+)
+def test_a_host_carrying_credentials_is_refused_and_they_are_never_shown(host: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({**MINIMAL, "OLLAMA_HOST": host})
+    (problem,) = caught.value.problems
+    assert "OLLAMA_HOST" in problem and "credentials" in problem and "hunter2" not in problem
+
+
+@pytest.mark.parametrize(
+    ("host", "fragment"),
+    [
+        ("ftp://ollama", "scheme 'ftp'"),
+        ("unix:///run/ollama.sock", "scheme 'unix'"),
+        ("tcp://ollama:11434", "scheme 'tcp'"),
+        ("http://oll ama", "' '"),
+        ("http://ollama/a?b", "'?'"),
+        ("ollama#1", "'#'"),
+    ],
+)
+def test_a_host_ollamas_go_client_could_not_use_is_refused(host: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({**MINIMAL, "OLLAMA_HOST": host})
+    (problem,) = caught.value.problems
+    assert fragment in problem and repr(host) in problem
+
+
+@pytest.mark.parametrize("host", ["HTTP://ollama", "https://ollama/prefix", "[::1]:11434", "ollama.com"])
+def test_hosts_ollama_accepts_are_accepted(host: str) -> None:
+    load_config({**MINIMAL, "OLLAMA_HOST": host})
+
+
+@pytest.mark.parametrize("key", ["sk-caf\u00e9", "sk-\U0001f511", "sk-\u00a0x"])
+def test_an_api_key_an_http_header_cannot_carry_is_refused_without_showing_it(key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({**MINIMAL, "OLLAMA_API_KEY": key})
+    (problem,) = caught.value.problems
+    assert "non-ASCII" in problem and "sk-" not in problem
+
+
+def test_the_proxy_is_decided_once_in_the_config_as_gos_client_decides_it() -> None:
+    env = {**MINIMAL, "OLLAMA_HOST": "http://ollama:11434", "HTTP_PROXY": "http://u:hunter2@proxy:3128"}
+    config = load_config(env)
+    assert config.proxy.url == "http://u:hunter2@proxy:3128" and config.proxy.variable == "HTTP_PROXY"
+    assert "hunter2" not in repr(config)
+    assert load_config({**env, "OLLAMA_HOST": "127.0.0.1:11434"}).proxy.url is None
+    assert load_config({**MINIMAL, "OLLAMA_HOST": "ollama", "ALL_PROXY": "http://proxy:1"}).proxy.url is None
+
+
+def test_an_unusable_proxy_is_a_config_error_and_one_go_cannot_parse_is_ignored_with_a_warning() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({**MINIMAL, "OLLAMA_HOST": "ollama", "HTTP_PROXY": "socks5://u:hunter2@p:1"})
+    assert "socks5" in caught.value.problems[0] and "hunter2" not in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        load_config({**MINIMAL, "OLLAMA_HOST": "ollama", "HTTP_PROXY": "http://u:hunter2@p:notaport"})
+    assert "HTTP_PROXY" in caught.value.problems[0] and "hunter2" not in str(caught.value)
+    config = load_config({**MINIMAL, "OLLAMA_HOST": "ollama", "HTTP_PROXY": "proxy host:1"})
+    assert config.proxy.url is None and "HTTP_PROXY" in config.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("entry", "fragment"),
+    [
+        ("m?num_ctx=8k", "num_ctx='8k'"),
+        ("m?num_ctx=8192.5", "integer"),
+        ("m?seed=99999999999999999999", "integer"),
+        ("m?temperature=warm", "temperature='warm'"),
+        ("m?temperature=1e39", "number"),
+        ("m?use_mmap=1", "true or false"),
+        ("m?think=maybe", "think='maybe'"),
+        ("m?think=1", "think='1'"),
+        ("m?custom=1e999", "too large"),
+    ],
+)
+def test_an_option_value_of_the_wrong_type_for_ollama_is_refused_up_front(entry: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({"OLLAMA_PRELOAD_MODELS": entry})
+    (problem,) = caught.value.problems
+    assert fragment in problem

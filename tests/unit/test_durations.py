@@ -103,3 +103,68 @@ def test_timeouts_must_be_positive_and_finite(text: str) -> None:
 )
 def test_seconds_are_formatted_for_people(seconds: float, text: str) -> None:
     assert format_seconds(seconds) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "9999999999h",  # more nanoseconds than an int64 holds
+        "2562048h",  # just past Go's maximum duration (2562047h47m16.854775807s)
+        "9223372037s",
+        "99999999999999999999ns",  # overflows while reading the digits
+        "2562047h48m",  # overflows when the components are added
+    ],
+)
+def test_durations_past_gos_int64_range_are_invalid_as_go_says(text: str) -> None:
+    with pytest.raises(DurationError) as caught:
+        parse_go_duration(text)
+    assert str(caught.value) == f'time: invalid duration "{text}"'
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("2562047h", 2562047 * 3600.0), ("-9223372036s", -9223372036.0)])
+def test_durations_at_the_edge_of_gos_range_still_parse(text: str, seconds: float) -> None:
+    assert parse_go_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["\uff19s", "\u0661s", "1\u0661s"])
+def test_durations_take_ascii_digits_only(text: str) -> None:
+    with pytest.raises(DurationError):
+        parse_go_duration(text)
+
+
+@pytest.mark.parametrize("text", ["9223372037", "-9223372037", "99999999999999999999"])
+def test_keep_alive_seconds_whose_nanoseconds_overflow_int64_are_refused(text: str) -> None:
+    with pytest.raises(DurationError, match="out of range"):
+        parse_keep_alive(text)
+
+
+@pytest.mark.parametrize("text", ["\uff11\uff10", "\u0661\u0660", "1_0", "1e3", "+1_0", "0x10"])
+def test_keep_alive_integers_are_ascii_digits_only(text: str) -> None:
+    with pytest.raises(DurationError):
+        parse_keep_alive(text)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("+2", 2.0), ("2.", 2.0), (".5", 0.5), (" 7 ", 7.0), ("1ms", 0.001)])
+def test_timeouts_in_plain_seconds_follow_one_decimal_grammar(text: str, seconds: float) -> None:
+    assert parse_timeout(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1e3",
+        "1E3",
+        "1_0",
+        "\uff11\uff10",
+        "\u0661\u0660",
+        "0x10",
+        "0.0001",
+        "1ns",
+        "999us",
+        "9999999999h",
+        "9223372037",
+    ],
+)
+def test_timeouts_refuse_exponents_underscores_non_ascii_digits_tiny_and_huge_values(text: str) -> None:
+    with pytest.raises(DurationError):
+        parse_timeout(text)

@@ -8,8 +8,9 @@ from preloader.client import RunningModel
 from preloader.durations import parse_keep_alive
 from preloader.entries import parse_entry
 from preloader.errors import OllamaResponseError, OllamaTimeout, OllamaUnreachable
-from preloader.report import EXIT_MODELS_NOT_READY, EXIT_OK, Report, model_rows, models_status, summary_lines
-from preloader.verify import describe_expiry, placement, verify_residency
+from preloader.report import Report, model_rows, models_status, summary_lines
+from preloader.statuses import EXIT_MODELS_NOT_READY, EXIT_OK
+from preloader.verify import describe_expiry, placement, unverified, verify_residency
 from preloader.warm import WarmOutcome, is_transient
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
@@ -120,3 +121,44 @@ def test_summary_is_a_table_then_the_verdict_with_the_exit_status() -> None:
 )
 def test_only_failures_that_may_pass_on_their_own_are_retried(error: Exception, transient: bool) -> None:
     assert is_transient(error) is transient
+
+
+@pytest.mark.parametrize(
+    ("expires", "resident"),
+    [
+        (NOW - timedelta(seconds=1), False),
+        (NOW - timedelta(days=400), False),
+        (NOW, False),
+        (NOW + timedelta(seconds=1), True),
+        (FOREVER, True),
+    ],
+)
+def test_resident_means_listed_and_not_expired_when_checked(expires: datetime, resident: bool) -> None:
+    outcomes = [warmed("m", keep_alive="5m")]
+    residency = verify_residency(outcomes, [running("m:latest", expires=expires)], NOW)
+    assert residency["m"].resident is resident
+    rows = model_rows(["m"], outcomes, residency)
+    assert models_status(rows) == (EXIT_OK if resident else EXIT_MODELS_NOT_READY)
+    if not resident:
+        assert "keep-alive" in (residency["m"].message or "")
+
+
+def test_a_model_that_unloads_as_it_is_warmed_because_of_a_short_keep_alive_fails_with_that_reason() -> None:
+    outcomes = [warmed("m", keep_alive="2s")]
+    residency = verify_residency(outcomes, [], NOW)
+    assert not residency["m"].resident and "keep-alive (2.00 s) ran out" in (residency["m"].message or "")
+    assert models_status(model_rows(["m"], outcomes, residency)) == EXIT_MODELS_NOT_READY
+
+
+def test_an_expired_entry_of_a_model_asked_to_unload_is_what_was_asked() -> None:
+    outcomes = [warmed("m", keep_alive="0")]
+    residency = verify_residency(outcomes, [running("m:latest", expires=NOW - timedelta(seconds=1))], NOW)
+    assert models_status(model_rows(["m"], outcomes, residency)) == EXIT_OK
+
+
+def test_models_that_could_not_be_verified_are_not_ready_and_say_so() -> None:
+    outcomes = [warmed("a"), warmed("b")]
+    rows = model_rows(["a", "b"], outcomes, unverified(outcomes, "/api/ps answered HTTP 500"))
+    assert [(row.outcome, row.resident) for row in rows] == [("unverified", None), ("unverified", None)]
+    assert all("could not verify" in (row.error or "") for row in rows)
+    assert models_status(rows) == EXIT_MODELS_NOT_READY
