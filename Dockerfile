@@ -20,7 +20,8 @@ RUN python3 -m venv /opt/preloader \
         charset-normalizer==3.4.7 \
         idna==3.13 \
         urllib3==2.7.0 \
-        tenacity==9.2.1
+        tenacity==9.2.1 \
+        prometheus-client==0.26.0
 
 COPY pyproject.toml README.md* /src/
 COPY preloader /src/preloader

@@ -14,6 +14,7 @@ from types import FrameType
 from typing import NoReturn
 
 from preloader import __version__
+from preloader.check import run_check
 from preloader.client import OllamaClient
 from preloader.config import SETTINGS, Config, load_config
 from preloader.errors import ConfigError, Interrupted, ServerNotReady
@@ -27,7 +28,7 @@ from preloader.report import (
     summary_lines,
     write_report,
 )
-from preloader.run import Progress, preload
+from preloader.run import Progress, announce, preload
 from preloader.statuses import (
     EXIT_CONFIG,
     EXIT_INTERNAL,
@@ -111,7 +112,70 @@ def _main(argv: list[str], environment: Mapping[str, str]) -> int:
                 [f"{label}: {exc}; accepted: a file in an existing, writable directory, or a device or FIFO"],
                 config.log_format == "json",
             )
+    if config.mode == "check":
+        return check_and_report(config)
+    if config.mode == "watch":
+        return watch_until_stopped(config)
     return run_and_report(config)
+
+
+def check_and_report(config: Config) -> int:
+    """Check mode: a probe's status stays honest, so best effort does not apply."""
+    log = EventLog(config.log_format)
+    client = OllamaClient(config.host.base_url, api_key=config.api_key, proxy=config.proxy.url)
+    try:
+        return run_check(config, client, log)
+    finally:
+        client.close()
+
+
+def watch_until_stopped(config: Config) -> int:
+    """Watch mode: runs until SIGTERM/SIGINT, which end it with 0 (a requested stop is not a failure)."""
+    # Imported here: prometheus_client and the HTTP server cost a one-shot run ~40 ms it never uses.
+    from preloader.endpoints import Endpoints
+    from preloader.keeper import Keeper
+    from preloader.metrics import keeper_registry
+
+    log = EventLog(config.log_format)
+    for warning in config.warnings:
+        log.warning("config", warning)
+    client = OllamaClient(config.host.base_url, api_key=config.api_key, proxy=config.proxy.url)
+    keeper = Keeper.from_config(config, log, [client], interval=config.watch_interval)
+    endpoints = None
+    if config.listen is not None:
+        try:
+            endpoints = Endpoints(keeper.snapshot, keeper_registry(keeper.snapshot), config.listen).start()
+        except OSError as exc:
+            client.close()
+            host, port = config.listen
+            return _refuse(
+                [
+                    f"OLLAMA_PRELOAD_LISTEN: cannot listen on {host}:{port}: {exc.strerror or exc}; choose a free "
+                    "port, or set it empty to serve no endpoints"
+                ],
+                config.log_format == "json",
+            )
+        address = f"{config.listen[0]}:{endpoints.port}"
+        log.info("listening", f"serving /ready, /live and /metrics on {address}", address=address)
+    announce(config, log)
+    handlers = {
+        sig: signal.signal(sig, lambda signum, _frame: keeper.stop()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        keeper.watch()
+    except Exception as exc:  # the loop died: the same one place as the one-shot run turns this into a status
+        log.error("internal-error", f"internal error: {type(exc).__name__}: {exc}")
+        if config.verbose:
+            traceback.print_exc()
+        return EXIT_INTERNAL
+    finally:
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
+        if endpoints is not None:
+            endpoints.close()
+        client.close()
+    log.info("stopped", f"stopped on request (exit {EXIT_OK})", exit_status=EXIT_OK)
+    return EXIT_OK
 
 
 def _refuse(problems: Sequence[str], json_wanted: bool) -> int:

@@ -15,13 +15,15 @@ from typing import Literal, TypeVar, cast
 from preloader.durations import DurationError, KeepAlive, parse_keep_alive, parse_timeout
 from preloader.entries import EntryError, ModelEntry, parse_entry, split_model_list
 from preloader.errors import ConfigError
-from preloader.hosts import HostError, OllamaHost, check_host, parse_host
+from preloader.hosts import HostError, OllamaHost, check_host, parse_host, parse_listen
 from preloader.proxies import ProxyChoice, ProxyError, parse_proxy, proxy_for
 
 _SPACE = " \t\n\r\v\f"  # ASCII whitespace only: str.strip() would also eat a no-break space inside a value
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)  # not int(): it also takes non-ASCII digits, '1_0', ' 5 '
 PullPolicy = Literal["never", "missing"]
 LogFormat = Literal["text", "json"]
+Mode = Literal["once", "watch", "check"]
+MAX_WATCH_INTERVAL = 30.0  # a model that went cold is noticed within this; longer hides outages from probes
 T = TypeVar("T")
 
 
@@ -36,6 +38,15 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "OLLAMA_PRELOAD_MODE",
+        "--mode",
+        "MODE",
+        "once: wait, warm, verify, exit. watch: the same, then keep the models resident for as long as it runs "
+        "and serve /ready, /live and /metrics. check: one look at /api/ps, nothing loaded, exit 0 (resident), "
+        "4 (not) or 3 (server unreachable): a probe.",
+        "once",
+    ),
     Setting(
         "OLLAMA_HOST",
         "--host",
@@ -133,6 +144,20 @@ SETTINGS: tuple[Setting, ...] = (
         "about before warming.",
     ),
     Setting(
+        "OLLAMA_PRELOAD_WATCH_INTERVAL",
+        "--watch-interval",
+        "DURATION",
+        "Watch mode: how often /api/ps is read (a duration or seconds, at most 30s).",
+        "10s",
+    ),
+    Setting(
+        "OLLAMA_PRELOAD_LISTEN",
+        "--listen",
+        "HOST:PORT",
+        "Watch mode: where /ready, /live and /metrics are served; empty turns them off.",
+        "0.0.0.0:9464",
+    ),
+    Setting(
         "OLLAMA_PRELOAD_VERBOSE",
         "--verbose",
         "BOOL",
@@ -148,6 +173,9 @@ SETTINGS_BY_VAR = {setting.var: setting for setting in SETTINGS}
 class Config:
     host: OllamaHost
     models: tuple[ModelEntry, ...]
+    mode: Mode = "once"
+    watch_interval: float = 10.0
+    listen: tuple[str, int] | None = ("0.0.0.0", 9464)
     keep_alive: KeepAlive | None = None
     num_predict: int = 1
     wait_timeout: float = 300.0
@@ -218,6 +246,20 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) 
     best_effort = get("OLLAMA_PRELOAD_BEST_EFFORT", parse_bool, "true or false (also 1/0, yes/no, on/off)")
     log_format = get("OLLAMA_PRELOAD_LOG_FORMAT", _choice("text", "json"), "text or json")
     verbose = get("OLLAMA_PRELOAD_VERBOSE", parse_bool, "true or false (also 1/0, yes/no, on/off)")
+    mode = get("OLLAMA_PRELOAD_MODE", _choice("once", "watch", "check"), "once, watch or check")
+    watch_interval = get(
+        "OLLAMA_PRELOAD_WATCH_INTERVAL", _timeout_at_most(MAX_WATCH_INTERVAL), "a duration from 1s to 30s"
+    )
+    listen_text, listen_label = raw("OLLAMA_PRELOAD_LISTEN")
+    if listen_label not in flags and "OLLAMA_PRELOAD_LISTEN" not in env:
+        listen_text = SETTINGS_BY_VAR["OLLAMA_PRELOAD_LISTEN"].default  # unset: the default; set but empty: off
+    try:
+        listen = parse_listen(listen_text)
+    except ValueError as exc:
+        problems.append(
+            f"{listen_label}={listen_text!r} is invalid: {exc}; accepted: host:port, [ipv6]:port, :port, or empty"
+        )
+        listen = None
     max_loaded = get(
         "OLLAMA_MAX_LOADED_MODELS", _optional(_int_range(0, 1_000_000)), "a non-negative integer (0 = automatic)"
     )
@@ -258,6 +300,9 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) 
         proxy=proxy,
         max_loaded_models=max_loaded or None,
         verbose=verbose,
+        mode=cast(Mode, mode),
+        watch_interval=watch_interval,
+        listen=listen,
         warnings=tuple(warnings),
     )
 
@@ -342,6 +387,16 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
         if not low <= value <= high:
             raise ValueError("")
         return value
+
+    return parse
+
+
+def _timeout_at_most(limit: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        seconds = parse_timeout(text)
+        if not 1.0 <= seconds <= limit:
+            raise ValueError("")
+        return seconds
 
     return parse
 

@@ -152,3 +152,30 @@ def _valid_port(port: str) -> bool:
 def _join(scheme: str, host: str, port: str, path: str) -> str:
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return f"{scheme}://{netloc}" + (f"/{path}" if path else "")
+
+
+# Where watch mode serves its probes; 9464 is the port OpenTelemetry's Prometheus exporters use.
+class ListenError(ValueError):
+    pass
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """`host:port` (`[::]:9464` for IPv6, `:9464` for all interfaces); empty turns the endpoints off.
+
+    >>> parse_listen("0.0.0.0:9464"), parse_listen("[::1]:80"), parse_listen(":9000"), parse_listen(" ")
+    (('0.0.0.0', 9464), ('::1', 80), ('0.0.0.0', 9000), None)
+    """
+    value = text.strip()
+    if not value:
+        return None
+    host, colon, port_text = value.rpartition(":")
+    if not colon or not port_text.isascii() or not port_text.isdigit():
+        raise ListenError(f"{value!r} has no port; write host:port, e.g. 0.0.0.0:9464")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ListenError(f"port {port} is out of range (0-65535)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ListenError(f"{value!r}: put an IPv6 address in brackets, e.g. [::]:9464")
+    return host or "0.0.0.0", port

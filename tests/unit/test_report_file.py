@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,14 +35,44 @@ def test_a_report_path_that_cannot_be_written_is_found_before_the_run(
         check_report_path(make(tmp_path))  # type: ignore[operator]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_a_read_only_directory_is_found_before_the_run(tmp_path: Path) -> None:
-    tmp_path.chmod(0o555)
-    try:
-        with pytest.raises(ReportPathError, match="cannot create files"):
-            check_report_path(tmp_path / "report.json")
-    finally:
-        tmp_path.chmod(0o755)
+def test_a_read_only_directory_is_found_before_the_run() -> None:
+    # Root writes anywhere, so under root the check runs in a forked child that became `nobody`: never skipped.
+    with tempfile.TemporaryDirectory() as top:
+        os.chmod(top, 0o755)
+        read_only = Path(top) / "read-only"
+        read_only.mkdir()
+        read_only.chmod(0o555)
+        assert "cannot create files" in _as_unprivileged(lambda: check_report_path(read_only / "report.json"))
+
+
+def _as_unprivileged(action: Callable[[], object]) -> str:
+    """The ReportPathError text that `action` raises, run as uid 65534 when we are root."""
+    if os.geteuid() != 0:
+        try:
+            action()
+        except ReportPathError as exc:
+            return str(exc)
+        return ""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges, report, and leave without running pytest's exit handlers
+        message = ""
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            action()
+        except ReportPathError as exc:
+            message = str(exc)
+        except BaseException as exc:
+            message = f"unexpected {type(exc).__name__}: {exc}"
+        finally:
+            os.write(write_end, message.encode())
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return message
 
 
 @pytest.mark.parametrize(
