@@ -306,3 +306,17 @@ def test_puller_does_not_glob_model_names(puller_script: str, tmp_path: Path) ->
 
     assert status == 0
     assert calls == ["show *"]
+
+
+def test_keeper_override_turns_the_preloader_into_a_restarting_service_healthy_on_ready(
+    compose_binary: str, tmp_path: Path
+) -> None:
+    keeper = COMPOSE_FILE.parent / "docker-compose.keeper.yml"
+    result = _config(compose_binary, tmp_path, {"OLLAMA_PRELOAD_MODE": "once"}, COMPOSE_FILE, keeper)
+    assert result.returncode == 0, result.stderr
+    preloader = json.loads(result.stdout)["services"]["model_preloader"]
+    assert preloader["environment"]["OLLAMA_PRELOAD_MODE"] == "watch"
+    assert preloader["restart"] == "unless-stopped"
+    assert "/ready" in " ".join(preloader["healthcheck"]["test"])
+    # Engines before 25 refuse a file with start_interval outright; these machines run 20.10.
+    assert "start_interval" not in preloader["healthcheck"]
