@@ -18,16 +18,7 @@ from typing import Any
 from preloader.durations import format_seconds
 from preloader.errors import PreloaderError
 from preloader.logs import valid_utf8
-
-# Declared in preloader.statuses. Re-exported only for modules written before the move (check.py imports
-# them from here); new code imports preloader.statuses.
-from preloader.statuses import EXIT_CONFIG as EXIT_CONFIG
-from preloader.statuses import EXIT_INTERNAL as EXIT_INTERNAL
-from preloader.statuses import EXIT_MODELS_NOT_READY as EXIT_MODELS_NOT_READY
-from preloader.statuses import EXIT_OK as EXIT_OK
-from preloader.statuses import EXIT_SERVER_NOT_READY as EXIT_SERVER_NOT_READY
-from preloader.statuses import EXIT_SIGINT as EXIT_SIGINT
-from preloader.statuses import EXIT_SIGTERM as EXIT_SIGTERM
+from preloader.statuses import EXIT_MODELS_NOT_READY, EXIT_OK
 from preloader.verify import Residency
 from preloader.warm import WarmOutcome
 
