@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from preloader.durations import DurationError, KeepAlive, parse_keep_alive, parse_timeout
 from preloader.entries import EntryError, ModelEntry, parse_entry, split_model_list
@@ -24,145 +24,279 @@ PullPolicy = Literal["never", "missing"]
 LogFormat = Literal["text", "json"]
 Mode = Literal["once", "watch", "check"]
 MAX_WATCH_INTERVAL = 30.0  # a model that went cold is noticed within this; longer hides outages from probes
+MAX_TIMEOUT_SECONDS = 9_223_372_036.0  # Go's time.Duration limit, as the durations module enforces
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class Parser(Generic[T]):
+    """A value parser with the sentence that says what it accepts: the bounds are written once, in the call."""
+
+    parse: Callable[[str], T]
+    accepted: str
+
+    def __call__(self, text: str) -> T:
+        return self.parse(text)
+
+
+def parse_bool(text: str) -> bool:
+    """Booleans as people write them in .env files.
+
+    >>> parse_bool("Yes"), parse_bool("0")
+    (True, False)
+    """
+    lowered = text.strip(_SPACE).lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("")
+
+
+def int_range(low: int, high: int) -> Parser[int]:
+    def parse(text: str) -> int:
+        if not _INTEGER.fullmatch(text.strip(_SPACE)):
+            raise ValueError("")
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError("")
+        return value
+
+    return Parser(parse, f"an integer from {low} to {high}")
+
+
+def choice(*choices: str) -> Parser[str]:
+    def parse(text: str) -> str:
+        if text.strip(_SPACE).lower() not in choices:
+            raise ValueError("")
+        return text.strip(_SPACE).lower()
+
+    return Parser(parse, f"{', '.join(choices[:-1])} or {choices[-1]}")
+
+
+def timeout_between(low: float, high: float, low_text: str, high_text: str) -> Parser[float]:
+    def parse(text: str) -> float:
+        seconds = parse_timeout(text)
+        if not low <= seconds <= high:
+            raise ValueError("")
+        return seconds
+
+    return Parser(parse, f"a duration from {low_text} to {high_text} (30s, 5m, 1h30m) or seconds")
+
+
+def optional(parser: Parser[T], absent: str) -> Parser[T | None]:
+    """For settings whose absence means "let the server decide"."""
+
+    def parse(text: str) -> T | None:
+        return parser(text) if text.strip(_SPACE) else None
+
+    return Parser(parse, f"{parser.accepted}; empty: {absent}")
+
+
+BOOL = Parser(parse_bool, "true or false (also 1/0, yes/no, on/off)")
+TIMEOUT = timeout_between(0.001, MAX_TIMEOUT_SECONDS, "1ms", "about 292 years")
+KEEP_ALIVE = optional(
+    Parser(parse_keep_alive, "integer seconds (-1 = forever, 0 = unload) or a Go duration such as 30m, 1h30m, -1s"),
+    "the server's default",
+)
+
+
+@dataclass(frozen=True)
 class Setting:
+    """One setting, declared once: --help, the README table, .env.example and the parser all read this."""
+
     var: str
     flag: str
     metavar: str
-    help: str
-    default: str = ""
+    doc: str  # Markdown; --help shows it without the markup
+    default: str = ""  # as a user would write it; "" = unset
+    parser: Parser[Any] | None = None  # None: load_config reads it with rules of its own (hosts, lists, secrets)
+    accepted: str = ""  # for the settings without a parser
     is_switch: bool = False  # a flag that takes no value (`--best-effort` means "true")
+    example: str | None = None  # .env.example sets it to this, uncommented
+    in_env_example: bool = True  # False: .env.example documents it in another section
+
+    @property
+    def what_is_accepted(self) -> str:
+        return self.parser.accepted if self.parser is not None else self.accepted
+
+    @property
+    def help(self) -> str:
+        return re.sub(r"\*\*|`", "", self.doc)
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
-        "OLLAMA_PRELOAD_MODE",
-        "--mode",
-        "MODE",
-        "once: wait, warm, verify, exit. watch: the same, then keep the models resident for as long as it runs "
-        "and serve /ready, /live and /metrics. check: one look at /api/ps, nothing loaded, exit 0 (resident), "
-        "4 (not) or 3 (server unreachable): a probe.",
-        "once",
-    ),
-    Setting(
-        "OLLAMA_HOST",
-        "--host",
-        "HOST",
-        "Ollama server, parsed as Ollama parses it (ollama:11434, http://h → port 80, [::1]:11434, "
-        "0.0.0.0 → this machine, optional /path prefix).",
-        "http://127.0.0.1:11434",
-    ),
-    Setting(
         "OLLAMA_PRELOAD_MODELS",
         "--models",
         "LIST",
-        "Models to warm, separated by commas and/or whitespace. Entry: NAME or NAME?key=value&... "
-        "(keep_alive, prompt, think; any other key is a model option such as num_ctx=8192).",
+        "Models to warm, separated by commas and/or whitespace (newlines too). An entry is `name` or "
+        "`name?key=value&key=value`: `keep_alive` (or `keepalive`), `prompt`, `think` are request fields; any other "
+        "key is a model option (`num_ctx=8192`, `num_gpu=99`, `temperature=0`), type-checked for the options Ollama "
+        "knows. Use the load-time options of your real traffic, or Ollama reloads the model on its first real "
+        "request. Values are URL-encoded (`prompt=Say+hi`). Required.",
+        accepted="NAME or NAME?key=value&key=value by Ollama's name rules",
+        example="smollm2:135m",
     ),
     Setting(
         "OLLAMA_MODELS",
         "--fallback-models",
         "LIST",
-        "Used as the list only when OLLAMA_PRELOAD_MODELS is empty; ignored (with a warning) when it "
-        "looks like a path, since it is also Ollama's models-directory variable.",
+        "The list, only when `OLLAMA_PRELOAD_MODELS` is empty. To Ollama this is its models **directory**, so a "
+        "value that looks like a path (`/…`, `~…`, `./…`) is ignored with a warning, and the compose file never "
+        "passes it to the server.",
+        accepted="a model list, as OLLAMA_PRELOAD_MODELS",
+    ),
+    Setting(
+        "OLLAMA_HOST",
+        "--host",
+        "HOST",
+        "The server, parsed exactly as Ollama parses it: `ollama:11434` → `http://ollama:11434`; bare host → port "
+        "11434; `http://h` → port **80**; `https://h` → 443; `[::1]:11434`; quotes and spaces trimmed; `0.0.0.0` "
+        "connects to this machine; an optional `/path` prefix for reverse proxies. Credentials (`user:pw@host`), "
+        "schemes other than http/https, spaces, `?` and `#` are refused; credentials are never printed.",
+        "http://127.0.0.1:11434",
+        accepted="[http://|https://]host[:port][/path], as Ollama reads it (credentials for a proxy in front of "
+        "Ollama go in OLLAMA_API_KEY)",
+    ),
+    Setting(
+        "OLLAMA_PRELOAD_MODE",
+        "--mode",
+        "MODE",
+        "`once`: wait, warm, verify, exit (a one-shot sidecar or CI step). `watch`: the same, then keep the models "
+        "resident for as long as it runs and serve `/ready`, `/live`, `/metrics`. `check`: one look at `/api/ps`, "
+        "nothing loaded and no keep-alive touched; exit 0 (resident), 4 (not), 3 (server unreachable): a probe.",
+        "once",
+        choice("once", "watch", "check"),
     ),
     Setting(
         "OLLAMA_PRELOAD_KEEP_ALIVE",
         "--keep-alive",
         "DURATION",
-        "Keep-alive sent with each warm request unless the entry sets its own: 30m, 1h30m, integer "
-        "seconds, -1 (or any negative) = forever, 0 = unload. Unset: the server's default applies.",
+        "Keep-alive of each warm request unless the entry sets its own: Go durations (`30m`, `1h30m`, `-1s`), "
+        "integer seconds, `-1` or any negative = forever, `0` = unload. Integers are sent as JSON numbers (the API "
+        'refuses the string `"-1"`). Unset: the server\'s `OLLAMA_KEEP_ALIVE` applies.',
+        parser=KEEP_ALIVE,
     ),
-    Setting("OLLAMA_PRELOAD_NUM_PREDICT", "--num-predict", "N", "Tokens generated by a warm request, 1-5.", "1"),
+    Setting(
+        "OLLAMA_PRELOAD_NUM_PREDICT",
+        "--num-predict",
+        "N",
+        "Tokens generated by a warm request of a completion model.",
+        "1",
+        int_range(1, 5),
+    ),
     Setting(
         "OLLAMA_PRELOAD_WAIT_TIMEOUT",
         "--wait-timeout",
         "DURATION",
-        "How long to wait for the server to become healthy (duration or seconds).",
+        "How long to wait for the server to become healthy.",
         "5m",
+        TIMEOUT,
     ),
     Setting(
         "OLLAMA_PRELOAD_WARM_TIMEOUT",
         "--warm-timeout",
         "DURATION",
-        "How long one warm request may take. Keep it long: Ollama aborts a load whose client hangs up.",
+        "How long one warm request may take. Keep it longer than your slowest load: Ollama aborts a load whose "
+        "client hangs up.",
         "30m",
+        TIMEOUT,
     ),
     Setting(
         "OLLAMA_PRELOAD_ATTEMPTS",
         "--attempts",
         "N",
-        "Attempts per model for transient failures (refused/reset connections, 503, 5xx), 1-10.",
+        "Attempts per model for transient failures (refused or reset connections, 503, other 5xx).",
         "3",
+        int_range(1, 10),
     ),
     Setting(
         "OLLAMA_PRELOAD_CONCURRENCY",
         "--concurrency",
         "N",
-        "Models warmed at the same time, 1-16. Current Ollama servers load one model at a time, and large models "
-        "loaded together compete for memory, so 1 is the default.",
+        "Models warmed at once. On Ollama 0.11.4 (CPU) 4 tiny models warmed 4 at a time took about half the "
+        "sequential time; current servers load one model at a time, and concurrent loads of large models compete "
+        "for memory, so the default stays 1 (`BENCHMARKS.md`).",
         "1",
+        int_range(1, 16),
     ),
     Setting(
         "OLLAMA_PRELOAD_PULL",
         "--pull",
         "POLICY",
-        "never (pulling is model_puller's job) or missing (pull a model the server lacks, then warm it).",
+        "`never` (pulling is `model_puller`'s job) or `missing`: pull a model the server lacks, logging progress, "
+        "then warm it.",
         "never",
+        choice("never", "missing"),
     ),
     Setting(
         "OLLAMA_PRELOAD_BEST_EFFORT",
         "--best-effort",
         "BOOL",
-        "Log failures but exit 0 (statuses 3 and 4 become 0).",
+        "Log failures but exit 0 (statuses 3 and 4 become 0), for stacks whose app must start anyway.",
         "false",
+        BOOL,
         is_switch=True,
     ),
     Setting(
         "OLLAMA_PRELOAD_LOG_FORMAT",
         "--log-format",
         "FORMAT",
-        "text (one readable line per event) or json (one JSON object per line).",
+        "`text`: one readable line per event. `json`: every line is one JSON object, the summary included.",
         "text",
+        choice("text", "json"),
     ),
-    Setting("OLLAMA_PRELOAD_REPORT", "--report", "PATH", "Also write a JSON report of the run to PATH."),
+    Setting(
+        "OLLAMA_PRELOAD_REPORT",
+        "--report",
+        "PATH",
+        "Also write a JSON report of the run to this path. Checked before anything is sent (exit 2 for a missing "
+        "or unwritable directory, or a directory). A regular file is replaced atomically; a device, a FIFO or "
+        "`/dev/stdout` is written in place, never replaced; a FIFO nobody reads gives an error line, never a wait.",
+        accepted="a file path",
+    ),
     Setting(
         "OLLAMA_API_KEY",
         "--api-key",
         "KEY",
-        "Sent as 'Authorization: Bearer KEY' (for an Ollama behind an authenticating proxy). Never logged. "
-        "Prefer the variable: command-line flags are visible to other users of the machine.",
+        "Sent as `Authorization: Bearer …`, for an Ollama behind an authenticating proxy. Never logged. Prefer the "
+        "variable: flags are visible to other users of the machine in `ps`.",
+        accepted="printable ASCII on one line (the key itself is never shown)",
     ),
     Setting(
         "OLLAMA_MAX_LOADED_MODELS",
         "--max-loaded-models",
         "N",
-        "The server's OLLAMA_MAX_LOADED_MODELS, if you know it: more listed models than this is warned "
+        "The server's own setting, if you know it (compose passes it): listing more models than this is warned "
         "about before warming.",
+        parser=optional(int_range(0, 1_000_000), "unknown"),
+        in_env_example=False,
     ),
     Setting(
         "OLLAMA_PRELOAD_WATCH_INTERVAL",
         "--watch-interval",
         "DURATION",
-        "Watch mode: how often /api/ps is read (a duration or seconds, at most 30s).",
+        "Watch mode: how often `/api/ps` is read. A model that went cold is re-warmed within one interval plus its "
+        "load.",
         "10s",
+        timeout_between(1.0, MAX_WATCH_INTERVAL, "1s", "30s"),
     ),
     Setting(
         "OLLAMA_PRELOAD_LISTEN",
         "--listen",
         "HOST:PORT",
-        "Watch mode: where /ready, /live and /metrics are served; empty turns them off.",
+        "Watch mode: where `/ready`, `/live` and `/metrics` are served; set it empty to serve nothing.",
         "0.0.0.0:9464",
+        accepted="host:port, [ipv6]:port, :port, or empty",
     ),
     Setting(
         "OLLAMA_PRELOAD_VERBOSE",
         "--verbose",
         "BOOL",
-        "Log every request, and print a traceback for internal errors.",
+        "Log every request (to stderr) and print a traceback for internal errors.",
         "false",
+        BOOL,
         is_switch=True,
     ),
 )
@@ -208,16 +342,17 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) 
             return flags[var], SETTINGS_BY_VAR[var].flag
         return env.get(var, ""), var
 
-    def get(var: str, parse: Callable[[str], T], accepted: str, default: str | None = None) -> T:
-        """Parse one setting; on a bad value record the problem and go on with the default."""
+    def get(var: str) -> Any:
+        """Parse one setting by its declaration; on a bad value record the problem and go on with the default."""
+        setting = SETTINGS_BY_VAR[var]
+        assert setting.parser is not None, var
         value, label = raw(var)
-        fallback = SETTINGS_BY_VAR[var].default if default is None else default
         try:
-            return parse(value.strip(_SPACE) or fallback)
+            return setting.parser(value.strip(_SPACE) or setting.default)
         except (ValueError, DurationError) as exc:
             reason = f": {exc}" if str(exc) else ""
-            problems.append(f"{label}={value!r} is invalid{reason}; accepted: {accepted}")
-            return parse(fallback)
+            problems.append(f"{label}={value!r} is invalid{reason}; accepted: {setting.what_is_accepted}")
+            return setting.parser(setting.default)
 
     host_text, host_label = raw("OLLAMA_HOST")
     host = parse_host(host_text)
@@ -226,30 +361,21 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) 
     except HostError as exc:
         # Credentials never reach a message; other values are shown so the user sees what was read.
         shown = "" if "credentials" in str(exc) else f"={host_text!r}"
-        problems.append(
-            f"{host_label}{shown} is invalid: {exc}; accepted: [http://|https://]host[:port][/path], "
-            "as Ollama reads it (credentials for a proxy in front of Ollama go in OLLAMA_API_KEY)"
-        )
+        problems.append(f"{host_label}{shown} is invalid: {exc}; accepted: {SETTINGS_BY_VAR['OLLAMA_HOST'].accepted}")
     proxy = _proxy(host.base_url, env, problems, warnings) if not problems else ProxyChoice(None)
     models = _models(raw, problems, warnings)
-    keep_alive = get(
-        "OLLAMA_PRELOAD_KEEP_ALIVE",
-        _optional(parse_keep_alive),
-        "integer seconds (-1 = forever, 0 = unload) or a Go duration such as 30m, 1h30m, -1s",
-    )
-    num_predict = get("OLLAMA_PRELOAD_NUM_PREDICT", _int_range(1, 5), "an integer from 1 to 5")
-    wait_timeout = get("OLLAMA_PRELOAD_WAIT_TIMEOUT", parse_timeout, "a positive duration (90s, 5m) or seconds")
-    warm_timeout = get("OLLAMA_PRELOAD_WARM_TIMEOUT", parse_timeout, "a positive duration (30m, 1h) or seconds")
-    attempts = get("OLLAMA_PRELOAD_ATTEMPTS", _int_range(1, 10), "an integer from 1 to 10")
-    concurrency = get("OLLAMA_PRELOAD_CONCURRENCY", _int_range(1, 16), "an integer from 1 to 16")
-    pull = get("OLLAMA_PRELOAD_PULL", _choice("never", "missing"), "never or missing")
-    best_effort = get("OLLAMA_PRELOAD_BEST_EFFORT", parse_bool, "true or false (also 1/0, yes/no, on/off)")
-    log_format = get("OLLAMA_PRELOAD_LOG_FORMAT", _choice("text", "json"), "text or json")
-    verbose = get("OLLAMA_PRELOAD_VERBOSE", parse_bool, "true or false (also 1/0, yes/no, on/off)")
-    mode = get("OLLAMA_PRELOAD_MODE", _choice("once", "watch", "check"), "once, watch or check")
-    watch_interval = get(
-        "OLLAMA_PRELOAD_WATCH_INTERVAL", _timeout_at_most(MAX_WATCH_INTERVAL), "a duration from 1s to 30s"
-    )
+    keep_alive = get("OLLAMA_PRELOAD_KEEP_ALIVE")
+    num_predict = get("OLLAMA_PRELOAD_NUM_PREDICT")
+    wait_timeout = get("OLLAMA_PRELOAD_WAIT_TIMEOUT")
+    warm_timeout = get("OLLAMA_PRELOAD_WARM_TIMEOUT")
+    attempts = get("OLLAMA_PRELOAD_ATTEMPTS")
+    concurrency = get("OLLAMA_PRELOAD_CONCURRENCY")
+    pull = get("OLLAMA_PRELOAD_PULL")
+    best_effort = get("OLLAMA_PRELOAD_BEST_EFFORT")
+    log_format = get("OLLAMA_PRELOAD_LOG_FORMAT")
+    verbose = get("OLLAMA_PRELOAD_VERBOSE")
+    mode = get("OLLAMA_PRELOAD_MODE")
+    watch_interval = get("OLLAMA_PRELOAD_WATCH_INTERVAL")
     listen_text, listen_label = raw("OLLAMA_PRELOAD_LISTEN")
     if listen_label not in flags and "OLLAMA_PRELOAD_LISTEN" not in env:
         listen_text = SETTINGS_BY_VAR["OLLAMA_PRELOAD_LISTEN"].default  # unset: the default; set but empty: off
@@ -257,15 +383,17 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) 
         listen = parse_listen(listen_text)
     except ValueError as exc:
         problems.append(
-            f"{listen_label}={listen_text!r} is invalid: {exc}; accepted: host:port, [ipv6]:port, :port, or empty"
+            f"{listen_label}={listen_text!r} is invalid: {exc}; accepted: "
+            + SETTINGS_BY_VAR["OLLAMA_PRELOAD_LISTEN"].accepted
         )
         listen = None
-    max_loaded = get(
-        "OLLAMA_MAX_LOADED_MODELS", _optional(_int_range(0, 1_000_000)), "a non-negative integer (0 = automatic)"
-    )
+    max_loaded = get("OLLAMA_MAX_LOADED_MODELS")
     report_text, report_label = raw("OLLAMA_PRELOAD_REPORT")
     if report_text.strip(_SPACE).endswith("/"):
-        problems.append(f"{report_label}={report_text!r} is a directory; accepted: a file path")
+        problems.append(
+            f"{report_label}={report_text!r} is a directory; accepted: "
+            + SETTINGS_BY_VAR["OLLAMA_PRELOAD_REPORT"].accepted
+        )
     api_key_text, api_key_label = raw("OLLAMA_API_KEY")
     api_key = api_key_text.strip(_SPACE) or None
     if api_key and any(ord(char) < 32 or ord(char) == 127 for char in api_key):
@@ -333,7 +461,7 @@ def _models(raw: Callable[[str], tuple[str, str]], problems: list[str], warnings
         try:
             entry = parse_entry(item)
         except EntryError as exc:
-            problems.append(f"{label}: {exc}; accepted: NAME or NAME?key=value&key=value by Ollama's name rules")
+            problems.append(f"{label}: {exc}; accepted: {SETTINGS_BY_VAR['OLLAMA_PRELOAD_MODELS'].accepted}")
             continue
         if entry.name.key in seen:
             problems.append(
@@ -363,57 +491,3 @@ def _proxy(target: str, env: Mapping[str, str], problems: list[str], warnings: l
 
 def _looks_like_path(text: str) -> bool:
     return text.startswith(("/", "~", "./", "../", ".\\")) or text in (".", "..")
-
-
-def parse_bool(text: str) -> bool:
-    """Booleans as people write them in .env files.
-
-    >>> parse_bool("Yes"), parse_bool("0")
-    (True, False)
-    """
-    lowered = text.strip(_SPACE).lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("")
-
-
-def _int_range(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        if not _INTEGER.fullmatch(text.strip(_SPACE)):
-            raise ValueError("")
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError("")
-        return value
-
-    return parse
-
-
-def _timeout_at_most(limit: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        seconds = parse_timeout(text)
-        if not 1.0 <= seconds <= limit:
-            raise ValueError("")
-        return seconds
-
-    return parse
-
-
-def _optional(parse: Callable[[str], T]) -> Callable[[str], T | None]:
-    """For settings whose absence means "let the server decide"."""
-
-    def parse_optional(text: str) -> T | None:
-        return parse(text) if text.strip(_SPACE) else None
-
-    return parse_optional
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text.strip(_SPACE).lower() not in choices:
-            raise ValueError("")
-        return text.strip(_SPACE).lower()
-
-    return parse

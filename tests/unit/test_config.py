@@ -109,7 +109,7 @@ BAD_SETTINGS = [
     ({"OLLAMA_PRELOAD_KEEP_ALIVE": "1d"}, ["OLLAMA_PRELOAD_KEEP_ALIVE='1d'", 'unknown unit "d"', "30m"]),
     ({"OLLAMA_PRELOAD_KEEP_ALIVE": "forever"}, ["OLLAMA_PRELOAD_KEEP_ALIVE='forever'", "invalid duration"]),
     ({"OLLAMA_PRELOAD_KEEP_ALIVE": "1.5"}, ["OLLAMA_PRELOAD_KEEP_ALIVE='1.5'"]),
-    ({"OLLAMA_PRELOAD_WAIT_TIMEOUT": "soon"}, ["OLLAMA_PRELOAD_WAIT_TIMEOUT='soon'", "positive duration"]),
+    ({"OLLAMA_PRELOAD_WAIT_TIMEOUT": "soon"}, ["OLLAMA_PRELOAD_WAIT_TIMEOUT='soon'", "a duration from 1ms"]),
     ({"OLLAMA_PRELOAD_WAIT_TIMEOUT": "0"}, ["OLLAMA_PRELOAD_WAIT_TIMEOUT='0'", "must be positive"]),
     ({"OLLAMA_PRELOAD_WAIT_TIMEOUT": "-5m"}, ["OLLAMA_PRELOAD_WAIT_TIMEOUT='-5m'"]),
     ({"OLLAMA_PRELOAD_WARM_TIMEOUT": "10 minutes"}, ["OLLAMA_PRELOAD_WARM_TIMEOUT='10 minutes'"]),
@@ -118,7 +118,7 @@ BAD_SETTINGS = [
     ({"OLLAMA_PRELOAD_LOG_FORMAT": "xml"}, ["OLLAMA_PRELOAD_LOG_FORMAT='xml'", "text or json"]),
     ({"OLLAMA_PRELOAD_ATTEMPTS": "0"}, ["OLLAMA_PRELOAD_ATTEMPTS='0'", "1 to 10"]),
     ({"OLLAMA_PRELOAD_CONCURRENCY": "100"}, ["OLLAMA_PRELOAD_CONCURRENCY='100'", "1 to 16"]),
-    ({"OLLAMA_MAX_LOADED_MODELS": "-1"}, ["OLLAMA_MAX_LOADED_MODELS='-1'", "non-negative"]),
+    ({"OLLAMA_MAX_LOADED_MODELS": "-1"}, ["OLLAMA_MAX_LOADED_MODELS='-1'", "an integer from 0 to"]),
     ({"OLLAMA_PRELOAD_REPORT": "/tmp/reports/"}, ["OLLAMA_PRELOAD_REPORT", "directory"]),
 ]
 

@@ -1,6 +1,8 @@
 """The documentation cannot drift from the program: every setting is documented where users look."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,13 @@ from preloader.config import SETTINGS, Setting
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 ENV_EXAMPLE = (REPO / ".env.example").read_text()
+
+
+def test_the_readme_table_and_env_example_are_what_the_declarations_generate() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "settings_docs.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.var)
