@@ -377,7 +377,7 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) 
     mode = get("OLLAMA_PRELOAD_MODE")
     watch_interval = get("OLLAMA_PRELOAD_WATCH_INTERVAL")
     listen_text, listen_label = raw("OLLAMA_PRELOAD_LISTEN")
-    if listen_label not in flags and "OLLAMA_PRELOAD_LISTEN" not in env:
+    if "OLLAMA_PRELOAD_LISTEN" not in flags and "OLLAMA_PRELOAD_LISTEN" not in env:
         listen_text = SETTINGS_BY_VAR["OLLAMA_PRELOAD_LISTEN"].default  # unset: the default; set but empty: off
     try:
         listen = parse_listen(listen_text)

@@ -254,3 +254,15 @@ def test_an_option_value_of_the_wrong_type_for_ollama_is_refused_up_front(entry:
         load_config({"OLLAMA_PRELOAD_MODELS": entry})
     (problem,) = caught.value.problems
     assert fragment in problem
+
+
+@pytest.mark.parametrize("flag", ["127.0.0.1:19464", ""], ids=["address", "empty-turns-it-off"])
+def test_the_listen_flag_alone_decides_where_watch_mode_serves(flag: str) -> None:
+    # Found on the real tier: the flag was ignored and a keeper bound 0.0.0.0:9464.
+    config = load_config({"OLLAMA_PRELOAD_MODELS": "smollm2:135m"}, {"OLLAMA_PRELOAD_LISTEN": flag})
+    assert config.listen == (("127.0.0.1", 19464) if flag else None)
+
+
+def test_an_unset_listen_serves_on_the_default_address_and_an_empty_one_serves_nothing() -> None:
+    assert load_config({"OLLAMA_PRELOAD_MODELS": "a"}).listen == ("0.0.0.0", 9464)
+    assert load_config({"OLLAMA_PRELOAD_MODELS": "a", "OLLAMA_PRELOAD_LISTEN": ""}).listen is None
