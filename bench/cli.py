@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import first_request, machine, overhead, plot, readiness, report, several, warm_cost
+from bench import first_request, keeper, machine, overhead, plot, readiness, report, several, warm_cost
 from bench.plan import FULL, QUICK, REAL_SECTIONS, SECTIONS, Context, Plan
 from bench.procs import REPO
 from bench.real import RealKit, version
@@ -27,6 +27,7 @@ SUMMARIZERS = {
     "overhead": overhead.summarize_runs,
     "readiness": readiness.summarize_runs,
     "several": several.summarize_runs,
+    "keeper": keeper.summarize_runs,
 }
 
 
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION", help=f"run only {SECTIONS}")
     parser.add_argument("--reps", type=int, help="repetitions per figure (a benchmark needs at least 5)")
     parser.add_argument("--sizes", type=int, nargs="+", help="model counts of the overhead section")
+    parser.add_argument(
+        "--keeper-idle", type=float, metavar="SECONDS", help="how long the idle keeper is measured (quick 60, full 600)"
+    )
     parser.add_argument("--no-real", dest="real", action="store_false", default=None, help="fake server only")
     parser.add_argument("--no-plot", dest="plot", action="store_false", help="do not draw the PNG")
     parser.add_argument(
@@ -60,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.reps is not None and args.reps < 1:
         print("--reps must be at least 1", file=sys.stderr)
         return 2
+    if args.keeper_idle is not None and args.keeper_idle <= 0:
+        print("--keeper-idle must be more than 0 seconds", file=sys.stderr)
+        return 2
     markdown_path, json_path, plot_path = _outputs(args.out)
     if args.render is not None:
         results = json.loads(args.render.read_text())
@@ -70,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = FULL if args.mode == "full" else QUICK
         sections = tuple(args.only) if args.only else None
         sizes = tuple(args.sizes) if args.sizes else None
-        plan = base.with_overrides(reps=args.reps, sections=sections, real=args.real, sizes=sizes)
+        plan = base.with_overrides(
+            reps=args.reps, sections=sections, real=args.real, sizes=sizes, keeper_idle=args.keeper_idle
+        )
         results = run(plan)
     write(results, markdown_path, json_path, plot_path if args.plot else None)
     print(f"wrote {markdown_path}, {json_path}" + (f", {plot_path}" if args.plot and plot_path.exists() else ""))
@@ -137,6 +146,8 @@ def run_section(section: str, ctx: Context, shared: RealOllama | None) -> dict[s
         return overhead.run(ctx)
     if section == "readiness":
         return readiness.run(ctx)
+    if section == "keeper":
+        return keeper.run(ctx)  # its own server: another Ollama version than the shared one
     assert shared is not None  # the caller skips real-server sections without a server
     if section == "first_request":
         return first_request.run(ctx, shared)

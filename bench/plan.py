@@ -10,8 +10,9 @@ from typing import TextIO
 
 from bench.real import RealKit
 
-SECTIONS = ("first_request", "warm_cost", "overhead", "readiness", "several")
-REAL_SECTIONS = frozenset({"first_request", "warm_cost", "several"})  # readiness has a real part too
+SECTIONS = ("first_request", "warm_cost", "overhead", "readiness", "several", "keeper")
+# readiness has a real part too; keeper brings its own real server (another version) or falls back to the fake
+REAL_SECTIONS = frozenset({"first_request", "warm_cost", "several"})
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,17 @@ class Plan:
     poll_interval: float = 5.0
     # Several models: (models, concurrency) pairs.
     several_cases: tuple[tuple[int, int], ...] = ((1, 1), (2, 1), (4, 1), (2, 2), (4, 2), (4, 4))
+    # Keeper: seconds an idle keeper is measured (its CPU target is defined over ten minutes).
+    keeper_idle: float = 600.0
 
     def with_overrides(
-        self, *, reps: int | None, sections: tuple[str, ...] | None, real: bool | None, sizes: tuple[int, ...] | None
+        self,
+        *,
+        reps: int | None,
+        sections: tuple[str, ...] | None,
+        real: bool | None,
+        sizes: tuple[int, ...] | None,
+        keeper_idle: float | None = None,
     ) -> Plan:
         plan = self
         if reps is not None:
@@ -42,6 +51,8 @@ class Plan:
             plan = replace(plan, real=real)
         if sizes is not None:
             plan = replace(plan, overhead_sizes=sizes)
+        if keeper_idle is not None:
+            plan = replace(plan, keeper_idle=keeper_idle)
         return plan
 
 
@@ -50,6 +61,7 @@ QUICK = Plan(
     reps=5,
     overhead_sizes=(1, 16),
     several_cases=((1, 1), (2, 1), (4, 1), (4, 2), (4, 4)),
+    keeper_idle=60.0,
 )
 FULL = Plan(mode="full", reps=10)
 

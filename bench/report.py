@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import first_request, overhead, readiness, several, warm_cost
+from bench import first_request, keeper, overhead, readiness, several, warm_cost
 from bench.stats import DASH, seconds
 from bench.targets import Target
 
@@ -18,6 +18,7 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "overhead": overhead.headline,
     "readiness": readiness.headline,
     "several": several.headline,
+    "keeper": keeper.headline,
 }
 SECTION_DOCS: dict[str, tuple[str, Renderer, Callable[[dict[str, Any]], list[Target]], str | None]] = {
     "first_request": (
@@ -30,6 +31,7 @@ SECTION_DOCS: dict[str, tuple[str, Renderer, Callable[[dict[str, Any]], list[Tar
     "overhead": ("3. Own overhead (fake server)", overhead.render, overhead.targets, overhead.__doc__),
     "readiness": ("4. Readiness detection lag", readiness.render, readiness.targets, readiness.__doc__),
     "several": ("5. Several models and concurrency (real server)", several.render, several.targets, several.__doc__),
+    "keeper": ("6. Keeping models warm: watch and check modes", keeper.render, keeper.targets, keeper.__doc__),
 }
 
 

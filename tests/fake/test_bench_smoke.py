@@ -52,3 +52,31 @@ def test_quick_mode_smallest_case_runs_and_writes_its_outputs(tmp_path: Path) ->
     )
     assert rerender.returncode == 0, rerender.stdout + rerender.stderr
     assert (tmp_path / "BENCHMARKS.md").read_text() == markdown
+
+
+def test_keeper_section_smallest_case_measures_rewarm_check_and_idle_on_the_fake(tmp_path: Path) -> None:
+    # One repetition, a 2 s idle span, fake server: the keeper section end to end in about ten seconds.
+    command = [sys.executable, "-m", "bench", "--quick", "--only", "keeper", "--reps", "1", "--keeper-idle", "2"]
+    result = subprocess.run(
+        [*command, "--no-real", "--no-plot", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert "keeper" not in results["meta"]["skipped"], results["meta"]["skipped"]
+    keeper = results["sections"]["keeper"]
+    assert keeper["server"] == "fake"
+    [rewarm] = keeper["rewarm"]
+    # The keeper itself brought the model back, and said why; a SIGTERM ended it with 0.
+    assert rewarm["case"] == "unload" and rewarm["reason"] == "unloaded", rewarm
+    assert rewarm["keeper_exit"] == 0 and keeper["idle"]["keeper_exit"] == 0
+    assert keeper["idle"]["ready_at_end"] and keeper["idle"]["rss_max_mib"] > 0
+    assert len(keeper["check"]) == 2 and all(call["main"] < call["check"] for call in keeper["check"])
+    markdown = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## 6. Keeping models warm: watch and check modes" in markdown
+    assert "| idle keeper RSS, fake server |" in markdown
