@@ -333,3 +333,55 @@ def test_pre_commit_runs_the_same_static_checks_and_they_pass(tmp_path: Path) ->
     }
     result = _run([_tool("pre-commit"), "run", "--all-files"], env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "values", "expected"),
+    [
+        ("docker-compose.gpu.yml", {}, {"driver": "nvidia", "count": -1, "capabilities": ["gpu"]}),
+        (
+            "docker-compose.gpu.yml",
+            {"OLLAMA_GPU_COUNT": "2"},
+            {"driver": "nvidia", "count": 2, "capabilities": ["gpu"]},
+        ),
+        (
+            "docker-compose.gpu-devices.yml",
+            {"OLLAMA_GPU_DEVICE_IDS": "0,2"},
+            {"driver": "nvidia", "device_ids": ["0,2"], "capabilities": ["gpu"]},
+        ),
+    ],
+    ids=["all-gpus", "two-gpus", "device-ids"],
+)
+def test_nvidia_overrides_reserve_the_gpus_named_in_env(
+    compose_binary: str, tmp_path: Path, override: str, values: dict[str, str], expected: dict[str, Any]
+) -> None:
+    result = _config(compose_binary, tmp_path, values, COMPOSE_FILE, COMPOSE_FILE.parent / override)
+    assert result.returncode == 0, result.stderr
+    ollama = json.loads(result.stdout)["services"]["ollama"]
+    assert ollama["deploy"]["resources"]["reservations"]["devices"] == [expected]
+
+
+def test_the_device_ids_override_refuses_to_start_without_ids(compose_binary: str, tmp_path: Path) -> None:
+    result = _config(compose_binary, tmp_path, {}, COMPOSE_FILE, COMPOSE_FILE.parent / "docker-compose.gpu-devices.yml")
+    assert result.returncode != 0
+    assert "OLLAMA_GPU_DEVICE_IDS" in result.stderr
+
+
+def test_rocm_override_runs_the_rocm_image_of_the_same_version_with_the_kernel_devices(
+    compose_binary: str, tmp_path: Path
+) -> None:
+    rocm = COMPOSE_FILE.parent / "docker-compose.rocm.yml"
+    result = _config(compose_binary, tmp_path, {"OLLAMA_VERSION": "0.32.15"}, COMPOSE_FILE, rocm)
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert services["ollama"]["image"] == services["model_puller"]["image"] == "ollama/ollama:0.32.15-rocm"
+    assert {device["source"] for device in services["ollama"]["devices"]} == {"/dev/kfd", "/dev/dri"}
+    # An empty ROCR_VISIBLE_DEVICES hides every GPU: the override must not set one.
+    assert "ROCR_VISIBLE_DEVICES" not in services["ollama"]["environment"]
+
+
+def test_every_variable_the_gpu_overrides_read_is_documented_in_env_example() -> None:
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
+    for name in ("docker-compose.gpu.yml", "docker-compose.gpu-devices.yml", "docker-compose.rocm.yml"):
+        interpolated = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (COMPOSE_FILE.parent / name).read_text()))
+        assert interpolated <= documented, f"{name}: .env.example lacks {sorted(interpolated - documented)}"
