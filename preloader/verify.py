@@ -93,17 +93,20 @@ def _expired_message(outcome: WarmOutcome, found: RunningModel | None, now: date
 
 
 def placement(size: int, size_vram: int) -> str:
-    """Where a model sits, as `ollama ps` prints it.
+    """Where a model sits, exactly as `ollama ps` prints it (cmd/cmd.go): the CPU share rounded half away from
+    zero, as Go's math.Round does (Python's round() would take 50.5 to 50), and Unknown for odd sizes.
 
-    >>> placement(100, 100), placement(100, 0), placement(100, 52)
-    ('100% GPU', '100% CPU', '48%/52% CPU/GPU')
+    >>> placement(100, 100), placement(100, 0), placement(100, 52), placement(200, 99), placement(100, 120)
+    ('100% GPU', '100% CPU', '48%/52% CPU/GPU', '51%/49% CPU/GPU', 'Unknown')
     """
-    if size <= 0 or size_vram <= 0:
+    if size_vram <= 0:
         return "100% CPU"
-    if size_vram >= size:
+    if size_vram == size:
         return "100% GPU"
-    gpu = round(100 * size_vram / size)
-    return f"{100 - gpu}%/{gpu}% CPU/GPU"
+    if size_vram > size or size <= 0:
+        return "Unknown"
+    cpu = (200 * (size - size_vram) + size) // (2 * size)  # floor(100·cpu/size + ½) in integers: ties are exact
+    return f"{cpu}%/{100 - cpu}% CPU/GPU"
 
 
 def describe_expiry(expires_at: datetime | None, now: datetime) -> str | None:

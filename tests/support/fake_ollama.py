@@ -186,6 +186,7 @@ class _Model:
     load_delay: float = 0.0
     load_error: str | None = None
     size: int = 100_000_000
+    size_vram: int = 0  # bytes in GPU memory, as /api/ps reports them; 0 = CPU only
     context_length: int = 4096  # the trained context; 0.32.15 caps /api/ps `context_length` at it
     from_gguf: bool = False
     load_count: int = 0
@@ -348,7 +349,7 @@ class FakeOllama:
     def add_model(self, name: str, **spec: Any) -> None:
         """Put a model in the store, replacing one of the same name. `spec`: `embedding`, `load_delay` (every
         load takes exactly that long), `load_error` (then fails with 500 and this text), `size`,
-        `context_length` (trained), `from_gguf` (created by blob upload + /api/create)."""
+        `size_vram`, `context_length` (trained), `from_gguf` (created by blob upload + /api/create)."""
         shown = _display(name.strip())
         if shown is None:
             raise ValueError(f"invalid model name: {name!r}")
@@ -559,7 +560,7 @@ class FakeOllama:
                 context_length = min(num_ctx, model.context_length) if self.modern else num_ctx
                 entry = {"name": model.name, "model": model.name, "size": model.size, "digest": model.digest}
                 entry |= {"details": model.details(self.modern), "expires_at": _rfc3339(expires)}
-                entry |= {"size_vram": 0, "context_length": context_length}  # CPU only
+                entry |= {"size_vram": model.size_vram, "context_length": context_length}
                 rows.append((min(expires, MAX_INT64), entry))
         return [entry for _, entry in sorted(rows, key=lambda row: -row[0])]
 
