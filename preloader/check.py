@@ -7,7 +7,7 @@ snapshot, and the watch loop (`keeper.py`) uses the same function, so "resident"
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
@@ -19,6 +19,7 @@ from preloader.entries import ModelEntry
 from preloader.errors import OllamaError
 from preloader.logs import EventLog
 from preloader.names import InvalidModelName, parse_model_name
+from preloader.replicas import Replica, Resolver, in_parallel, resolve, system_resolver
 from preloader.statuses import EXIT_MODELS_NOT_READY, EXIT_OK, EXIT_SERVER_NOT_READY
 
 # A probe answers in a couple of seconds or not at all: orchestrators run it with their own short timeout.
@@ -109,6 +110,50 @@ def run_check(config: Config, client: ReadsPs, log: EventLog, *, now: datetime |
         exit_status=EXIT_OK,
     )
     return EXIT_OK
+
+
+def run_checks(
+    config: Config,
+    log: EventLog,
+    connect: Callable[[Replica], ReadsPs],
+    *,
+    resolver: Resolver = system_resolver,
+    now: datetime | None = None,
+) -> int:
+    """Check every replica at once; the worst status wins: 3 (one did not answer or has no address), else 4."""
+    resolution = resolve(config, resolver)
+    statuses = []
+    for missing in resolution.unresolved:
+        log.error(
+            "unreachable",
+            f"{missing.target}: {missing.reason}; nothing to check there (exit {EXIT_SERVER_NOT_READY})",
+            url=missing.target,
+            exit_status=EXIT_SERVER_NOT_READY,
+        )
+        statuses.append(EXIT_SERVER_NOT_READY)
+
+    def one(replica: Replica) -> int:
+        client = connect(replica)
+        try:
+            return run_check(config, client, log.for_replica(replica.url) if config.per_replica else log, now=now)
+        finally:
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+
+    statuses += in_parallel(one, resolution.replicas)
+    if not config.per_replica:
+        return statuses[0]
+    worst = EXIT_SERVER_NOT_READY if EXIT_SERVER_NOT_READY in statuses else max(statuses, default=EXIT_OK)
+    ready = sum(1 for status in statuses if status == EXIT_OK)
+    log.info(
+        "check-replicas",
+        f"every listed model resident on {ready} of {len(statuses)} replica(s) (exit {worst})",
+        ready=ready,
+        replicas=len(statuses),
+        exit_status=worst,
+    )
+    return worst
 
 
 class ReadsPs(Protocol):

@@ -14,12 +14,13 @@ from types import FrameType
 from typing import NoReturn
 
 from preloader import __version__
-from preloader.check import run_check
+from preloader.check import run_checks
 from preloader.client import OllamaClient
 from preloader.config import SETTINGS, Config, load_config
-from preloader.errors import ConfigError, Interrupted, ServerNotReady
+from preloader.errors import ConfigError, Interrupted
 from preloader.logs import EventLog, silence
 from preloader.report import (
+    ReplicaRow,
     Report,
     ReportPathError,
     check_report_path,
@@ -28,7 +29,7 @@ from preloader.report import (
     summary_lines,
     write_report,
 )
-from preloader.run import Progress, announce, preload
+from preloader.run import Progress, announce, preload_replicas
 from preloader.statuses import (
     EXIT_CONFIG,
     EXIT_INTERNAL,
@@ -122,11 +123,9 @@ def _main(argv: list[str], environment: Mapping[str, str]) -> int:
 def check_and_report(config: Config) -> int:
     """Check mode: a probe's status stays honest, so best effort does not apply."""
     log = EventLog(config.log_format)
-    client = OllamaClient(config.host.base_url, api_key=config.api_key, proxy=config.proxy.url)
-    try:
-        return run_check(config, client, log)
-    finally:
-        client.close()
+    return run_checks(
+        config, log, lambda replica: OllamaClient(replica.url, api_key=config.api_key, proxy=replica.proxy)
+    )
 
 
 def watch_until_stopped(config: Config) -> int:
@@ -135,18 +134,29 @@ def watch_until_stopped(config: Config) -> int:
     from preloader.endpoints import Endpoints
     from preloader.keeper import Keeper
     from preloader.metrics import keeper_registry
+    from preloader.replicas import resolve
 
     log = EventLog(config.log_format)
     for warning in config.warnings:
         log.warning("config", warning)
-    client = OllamaClient(config.host.base_url, api_key=config.api_key, proxy=config.proxy.url)
-    keeper = Keeper.from_config(config, log, [client], interval=config.watch_interval)
+    if config.resolve == "all":  # the replicas are whatever the names resolve to, looked up every cycle
+        clients: list[OllamaClient] = []
+        keeper = Keeper.from_config(
+            config, log, clients, interval=config.watch_interval, discover=lambda: resolve(config)
+        )
+    else:
+        clients = [
+            OllamaClient(target.host.base_url, api_key=config.api_key, proxy=target.proxy.url)
+            for target in config.targets
+        ]
+        keeper = Keeper.from_config(config, log, clients, interval=config.watch_interval)
     endpoints = None
     if config.listen is not None:
         try:
             endpoints = Endpoints(keeper.snapshot, keeper_registry(keeper.snapshot), config.listen).start()
         except OSError as exc:
-            client.close()
+            for client in clients:
+                client.close()
             host, port = config.listen
             return _refuse(
                 [
@@ -173,7 +183,9 @@ def watch_until_stopped(config: Config) -> int:
             signal.signal(sig, previous)
         if endpoints is not None:
             endpoints.close()
-        client.close()
+        for client in clients:
+            client.close()
+        keeper.close()
     log.info("stopped", f"stopped on request (exit {EXIT_OK})", exit_status=EXIT_OK)
     return EXIT_OK
 
@@ -255,19 +267,17 @@ def run_and_report(config: Config) -> int:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
     for warning in config.warnings:
         log.warning("config", warning)
-    client = OllamaClient(config.host.base_url, api_key=config.api_key, proxy=config.proxy.url)
-    progress = Progress()
+    progresses: list[Progress] = []
     note = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        preload(config, client, log, progress)
+        preload_replicas(config, log, progresses)
         status = EXIT_OK
-    except ServerNotReady as exc:
-        log.error("not-ready", str(exc))
-        status, note = EXIT_SERVER_NOT_READY, "server not ready"
     except (Interrupted, KeyboardInterrupt) as exc:
         interrupted = exc if isinstance(exc, Interrupted) else Interrupted("SIGINT", EXIT_SIGINT)
-        done = [outcome.model for outcome in progress.outcomes]
+        done = [
+            _done_label(outcome.model, progress.replica) for progress in progresses for outcome in progress.outcomes
+        ]
         log.warning("interrupted", f"{interrupted}; done: {', '.join(done) or 'none'}", done=done)
         status, note = interrupted.exit_status, str(interrupted)
     except Exception as exc:  # the one place an unexpected error becomes a status
@@ -281,21 +291,47 @@ def run_and_report(config: Config) -> int:
         status, note = EXIT_INTERNAL, "internal error"
     finally:
         signal.signal(signal.SIGTERM, previous)
-        client.close()
 
-    rows = model_rows([entry.text for entry in config.models], progress.outcomes, progress.residency)
+    names = [entry.text for entry in config.models]
+    if not progresses:  # cut short before the replicas were known
+        progresses = [Progress(replica=None if not config.per_replica else config.host.base_url)]
+    rows = tuple(
+        row
+        for progress in progresses
+        for row in model_rows(names, progress.outcomes, progress.residency, progress.replica)
+    )
+    down = [progress for progress in progresses if progress.not_ready is not None]
+    if status == EXIT_OK and down:
+        # A replica that never answered is the graver failure: "server not ready" even when others lack a model.
+        status = EXIT_SERVER_NOT_READY
+        note = (
+            "server not ready" if not config.per_replica else f"{len(down)} of {len(progresses)} replica(s) not ready"
+        )
     if status == EXIT_OK:
         status = models_status(rows)
     if config.best_effort and status in (EXIT_SERVER_NOT_READY, EXIT_MODELS_NOT_READY):
         status = EXIT_OK
+    first = progresses[0]
     report = Report(
-        server=config.host.base_url,
-        server_version=progress.server_version,
-        waited_seconds=progress.waited,
+        server=config.host.base_url if len(config.targets) == 1 else ", ".join(t.host.base_url for t in config.targets),
+        server_version=first.server_version if not config.per_replica else None,
+        waited_seconds=first.waited if not config.per_replica else None,
         models=rows,
         exit_status=status,
         best_effort=config.best_effort,
         note=note,
+        replicas=tuple(
+            ReplicaRow(
+                server=progress.replica or config.host.base_url,
+                server_version=progress.server_version,
+                waited_seconds=progress.waited,
+                healthy=progress.not_ready is None,
+                error=progress.not_ready,
+            )
+            for progress in progresses
+        )
+        if config.per_replica
+        else (),
     )
     log.lines("summary", summary_lines(report), report=report.to_json())
     if config.report_path is not None:
@@ -304,6 +340,10 @@ def run_and_report(config: Config) -> int:
         except OSError as exc:
             log.error("report", f"cannot write the report to {config.report_path}: {exc.strerror or exc}")
     return status
+
+
+def _done_label(model: str, replica: str | None) -> str:
+    return model if replica is None else f"{model} on {replica}"
 
 
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:

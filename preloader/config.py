@@ -23,6 +23,7 @@ _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)  # not int(): it also takes non-
 PullPolicy = Literal["never", "missing"]
 LogFormat = Literal["text", "json"]
 Mode = Literal["once", "watch", "check"]
+Resolve = Literal["none", "all"]
 MAX_WATCH_INTERVAL = 30.0  # a model that went cold is noticed within this; longer hides outages from probes
 MAX_TIMEOUT_SECONDS = 9_223_372_036.0  # Go's time.Duration limit, as the durations module enforces
 T = TypeVar("T")
@@ -158,6 +159,27 @@ SETTINGS: tuple[Setting, ...] = (
         "http://127.0.0.1:11434",
         accepted="[http://|https://]host[:port][/path], as Ollama reads it (credentials for a proxy in front of "
         "Ollama go in OLLAMA_API_KEY)",
+    ),
+    Setting(
+        "OLLAMA_PRELOAD_HOSTS",
+        "--hosts",
+        "LIST",
+        "Several servers (replicas), separated by commas and/or whitespace, each read exactly like `OLLAMA_HOST`; "
+        "when set it replaces `OLLAMA_HOST`. Every model is warmed on every server, the servers in parallel, and "
+        "the run succeeds only when every model is resident on every one. Listing a server twice is an error.",
+        accepted="servers as OLLAMA_HOST reads them, separated by commas or spaces, each once",
+    ),
+    Setting(
+        "OLLAMA_PRELOAD_RESOLVE",
+        "--resolve",
+        "POLICY",
+        "`none`: connect to each server by its name. `all`: look each name up in the system resolver (A and AAAA) "
+        "and treat every address as a replica of its own, with the name's scheme, port and path (a Compose "
+        "service scaled up, a Kubernetes headless Service); requests go to the address, whose `Host` header every "
+        "Ollama accepts. A name with no address yet counts as a server not ready. http only: a certificate "
+        "names hosts, not addresses.",
+        "none",
+        choice("none", "all"),
     ),
     Setting(
         "OLLAMA_PRELOAD_MODE",
@@ -304,6 +326,14 @@ SETTINGS_BY_VAR = {setting.var: setting for setting in SETTINGS}
 
 
 @dataclass(frozen=True)
+class Target:
+    """One server as configured (by name or address), with the proxy Ollama's client would use for it."""
+
+    host: OllamaHost
+    proxy: ProxyChoice = field(default_factory=lambda: ProxyChoice(None))
+
+
+@dataclass(frozen=True)
 class Config:
     host: OllamaHost
     models: tuple[ModelEntry, ...]
@@ -325,6 +355,17 @@ class Config:
     max_loaded_models: int | None = None
     verbose: bool = False
     warnings: tuple[str, ...] = ()  # things worth telling the user that are not errors
+    hosts: tuple[Target, ...] = ()  # OLLAMA_PRELOAD_HOSTS; empty: `host` alone
+    resolve: Resolve = "none"
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        return self.hosts or (Target(self.host, self.proxy),)
+
+    @property
+    def per_replica(self) -> bool:
+        """Whether results are labelled by replica: one plain target keeps today's output exactly."""
+        return len(self.targets) > 1 or self.resolve == "all"
 
 
 def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) -> Config:
@@ -354,15 +395,24 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) 
             problems.append(f"{label}={value!r} is invalid{reason}; accepted: {setting.what_is_accepted}")
             return setting.parser(setting.default)
 
-    host_text, host_label = raw("OLLAMA_HOST")
-    host = parse_host(host_text)
-    try:
-        check_host(host_text)
-    except HostError as exc:
-        # Credentials never reach a message; other values are shown so the user sees what was read.
-        shown = "" if "credentials" in str(exc) else f"={host_text!r}"
-        problems.append(f"{host_label}{shown} is invalid: {exc}; accepted: {SETTINGS_BY_VAR['OLLAMA_HOST'].accepted}")
-    proxy = _proxy(host.base_url, env, problems, warnings) if not problems else ProxyChoice(None)
+    resolve = get("OLLAMA_PRELOAD_RESOLVE")
+    hosts = _hosts(raw, env, problems, warnings, resolve)
+    if hosts:  # OLLAMA_PRELOAD_HOSTS replaces OLLAMA_HOST, which compose files often set anyway: not read
+        host, proxy = hosts[0].host, hosts[0].proxy
+    else:
+        host_text, host_label = raw("OLLAMA_HOST")
+        host = parse_host(host_text)
+        try:
+            check_host(host_text)
+        except HostError as exc:
+            # Credentials never reach a message; other values are shown so the user sees what was read.
+            shown = "" if "credentials" in str(exc) else f"={host_text!r}"
+            problems.append(
+                f"{host_label}{shown} is invalid: {exc}; accepted: {SETTINGS_BY_VAR['OLLAMA_HOST'].accepted}"
+            )
+        proxy = _proxy(host.base_url, env, problems, warnings) if not problems else ProxyChoice(None)
+        if resolve == "all" and host.scheme == "https":
+            problems.append(_https_by_address(host))
     models = _models(raw, problems, warnings)
     keep_alive = get("OLLAMA_PRELOAD_KEEP_ALIVE")
     num_predict = get("OLLAMA_PRELOAD_NUM_PREDICT")
@@ -432,6 +482,50 @@ def load_config(env: Mapping[str, str], flags: Mapping[str, str] | None = None) 
         watch_interval=watch_interval,
         listen=listen,
         warnings=tuple(warnings),
+        hosts=hosts,
+        resolve=cast(Resolve, resolve),
+    )
+
+
+def _hosts(
+    raw: Callable[[str], tuple[str, str]],
+    env: Mapping[str, str],
+    problems: list[str],
+    warnings: list[str],
+    resolve: str,
+) -> tuple[Target, ...]:
+    text, label = raw("OLLAMA_PRELOAD_HOSTS")
+    accepted = SETTINGS_BY_VAR["OLLAMA_PRELOAD_HOSTS"].accepted
+    targets: list[Target] = []
+    seen: dict[str, str] = {}
+    for item in split_model_list(text):
+        try:
+            check_host(item)
+        except HostError as exc:
+            shown = "" if "credentials" in str(exc) else f" {item!r}"
+            problems.append(f"{label}:{shown} is invalid: {exc}; accepted: {accepted}")
+            continue
+        host = parse_host(item)
+        if host.base_url in seen:
+            problems.append(
+                f"{label}: {item!r} is the same server as {seen[host.base_url]!r} ({host.base_url}); list each "
+                "server once"
+            )
+            continue
+        seen[host.base_url] = item
+        if resolve == "all" and host.scheme == "https":
+            problems.append(_https_by_address(host))
+        targets.append(Target(host, _proxy(host.base_url, env, problems, warnings)))
+    # Each target's proxy warnings are the same sentence: say it once.
+    warnings[:] = list(dict.fromkeys(warnings))
+    return tuple(targets)
+
+
+def _https_by_address(host: OllamaHost) -> str:
+    return (
+        f"OLLAMA_PRELOAD_RESOLVE=all cannot reach {host.url} by address: a certificate names hosts, not addresses; "
+        "accepted: http servers with OLLAMA_PRELOAD_RESOLVE=all, or https replicas listed by name in "
+        "OLLAMA_PRELOAD_HOSTS with OLLAMA_PRELOAD_RESOLVE=none"
     )
 
 

@@ -46,8 +46,12 @@ class OllamaHost:
         >>> parse_host("[::]:8080").base_url
         'http://[::1]:8080'
         """
-        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        return _join(self.scheme, host, self.port, self.path)
+        return _join(self.scheme, self.connect_host, self.port, self.path)
+
+    @property
+    def connect_host(self) -> str:
+        """The name or address a client connects to (`base_url`'s host, without brackets)."""
+        return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
 
 
 def parse_host(value: str | None) -> OllamaHost:

@@ -32,6 +32,7 @@ from preloader.durations import KeepAlive, format_seconds
 from preloader.entries import ModelEntry
 from preloader.errors import OllamaBadResponse, OllamaError, OllamaResponseError
 from preloader.logs import EventLog
+from preloader.replicas import Replica, Resolution, in_parallel
 from preloader.verify import FOREVER_YEAR, describe_expiry, placement
 from preloader.wait import ATTEMPT_CONNECT_TIMEOUT, ATTEMPT_READ_TIMEOUT, FIRST_WAIT, MAX_WAIT
 from preloader.warm import Warmer, WarmOutcome
@@ -134,6 +135,7 @@ class ServerState:
 class KeeperSnapshot:
     servers: tuple[ServerState, ...]
     interval: float
+    unresolved: tuple[str, ...] = ()  # names (resolve=all) that have no address: nothing there is ready
     running: bool = False
     alive_until: float = 0.0  # monotonic deadline: past it without a new cycle, the loop is wedged
     cycles: int = 0
@@ -143,7 +145,7 @@ class KeeperSnapshot:
 
     @property
     def ready(self) -> bool:
-        return all(server.ready for server in self.servers)
+        return bool(self.servers) and not self.unresolved and all(server.ready for server in self.servers)
 
     def live(self, monotonic_now: float) -> bool:
         return self.running and monotonic_now < self.alive_until
@@ -155,6 +157,7 @@ class KeeperSnapshot:
             "interval_seconds": self.interval,
             "last_cycle_at": _iso(self.last_cycle_at),
             "servers": [server.to_json(now) for server in self.servers],
+            **({"unresolved": list(self.unresolved)} if self.unresolved else {}),
         }
 
 
@@ -177,6 +180,7 @@ class WarmsModels(Protocol):
 class Server:
     client: ServerClient
     warmer: WarmsModels
+    target: str | None = None  # the configured name this replica's address came from (resolve=all)
 
 
 class StopRequested(Exception):
@@ -192,6 +196,7 @@ class _Work:
 
     server: Server
     state: ServerState
+    log: EventLog  # the keeper's log, naming this server in text when there are several
     last_seen: dict[str, RunningModel] = field(default_factory=dict)  # listed models at their last sighting
     previous_keys: set[str] | None = None  # every model in the last successful /api/ps
     set_expiry: dict[str, datetime] = field(default_factory=dict)  # what our last warm left as expiry
@@ -218,7 +223,12 @@ class Keeper:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         stop_event: threading.Event | None = None,
+        discover: Callable[[], Resolution] | None = None,
+        connect: Callable[[Replica], Server] | None = None,
+        labelled: bool = False,
     ) -> None:
+        """`discover` and `connect`: the servers are whatever `discover` answers at the start of each cycle
+        (replicas behind a name come and go); without them, `servers` is the fixed set."""
         self.settings = settings or KeeperSettings()
         self._entries = tuple(entries)
         self._log, self._clock, self._now = log, clock, now
@@ -227,16 +237,10 @@ class Keeper:
         self._required = {
             entry.name.key: must_stay_resident(entry, self.settings.keep_alive) for entry in self._entries
         }
-        self._works = [
-            _Work(
-                server,
-                ServerState(
-                    server.client.base_url,
-                    tuple(ModelState(entry.text, required=self._required[entry.name.key]) for entry in self._entries),
-                ),
-            )
-            for server in servers
-        ]
+        self._discover, self._connect, self._labelled = discover, connect, labelled or len(servers) > 1
+        self._unresolved: tuple[str, ...] = ()  # names that have no address: not ready until they have one
+        self._next_lookup = 0.0
+        self._works = [self._new_work(server) for server in servers]
         self._cycles, self._cycle_total = 0, 0.0
         self._last_cycle: tuple[float, datetime] | None = None
         self._alive_until = clock() + 3 * self.settings.interval
@@ -248,23 +252,53 @@ class Keeper:
 
     @classmethod
     def from_config(
-        cls, config: Config, log: EventLog, clients: Sequence[OllamaClient], *, interval: float = DEFAULT_INTERVAL
+        cls,
+        config: Config,
+        log: EventLog,
+        clients: Sequence[OllamaClient],
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        discover: Callable[[], Resolution] | None = None,
     ) -> Keeper:
-        """The production wiring: one Warmer per server, whose retry sleeps end as soon as a stop is asked."""
+        """The production wiring: one Warmer per server, whose retry sleeps end as soon as a stop is asked.
+        With `discover`, servers are made from the replicas it finds each cycle (and `clients` may be empty)."""
         stop = threading.Event()
+        labelled = config.per_replica or len(clients) > 1
 
         def sleep(seconds: float) -> None:
             if stop.wait(seconds):
                 raise StopRequested
 
-        quiet = _WarningsOnly(log)
-        servers = [Server(client, Warmer(client, config, quiet, sleep=sleep)) for client in clients]
+        def server(client: OllamaClient, target: str | None = None) -> Server:
+            quiet = _WarningsOnly(log.for_replica(client.base_url) if labelled else log)
+            return Server(client, Warmer(client, config, quiet, sleep=sleep), target)
+
+        def connect(replica: Replica) -> Server:
+            client = OllamaClient(replica.url, api_key=config.api_key, proxy=replica.proxy)
+            return server(client, replica.target)
+
         settings = KeeperSettings(
             interval=interval,
             keep_alive=config.keep_alive,
             warm_budget=config.attempts * (config.warm_timeout + 10.0) + 3 * interval,
         )
-        return cls(servers, config.models, log, settings, stop_event=stop)
+        return cls(
+            [server(client) for client in clients],
+            config.models,
+            log,
+            settings,
+            stop_event=stop,
+            discover=discover,
+            connect=connect if discover is not None else None,
+            labelled=labelled,
+        )
+
+    def close(self) -> None:
+        """Close the clients of every server the keeper made itself (from discovered replicas)."""
+        if self._connect is None:
+            return
+        for work in self._works:
+            _close(work.server.client)
 
     # -- what readers call ---------------------------------------------------------------------------------
 
@@ -342,14 +376,22 @@ class Keeper:
     def cycle(self) -> float:
         """One pass over every server that is due; returns the seconds until the next one is.
 
-        Servers have their own schedules: one that is down is polled fast without hurrying the others.
+        Servers have their own schedules: one that is down is polled fast without hurrying the others. Due
+        servers are handled at once, each in its own thread.
         """
         start, wall = self._clock(), self._now()
-        for work in self._works:
-            if self._stop.is_set():
-                break
-            if work.due <= start:
+        if self._discover is not None and start >= self._next_lookup:
+            # Once per interval: a down server is polled 4 times a second, its name need not be looked up as often.
+            self._next_lookup = start + self.settings.interval
+            self._rediscover()
+
+        def one(work: _Work) -> None:
+            if not self._stop.is_set():
                 work.due = self._clock() + self._cycle_server(work)
+
+        # Replicas are independent machines: one loading a model for minutes must not delay the others' checks.
+        # Each pass touches only its own _Work; the snapshot is rebuilt from immutable states.
+        in_parallel(one, [work for work in self._works if work.due <= start])
         end = self._clock()
         self._cycles += 1
         self._cycle_total += end - start
@@ -358,6 +400,50 @@ class Keeper:
         self._maybe_summarize(end)
         self._publish()
         return max(min((work.due for work in self._works), default=end + self.settings.interval) - end, 0.0)
+
+    def _new_work(self, server: Server) -> _Work:
+        url = server.client.base_url
+        models = tuple(ModelState(entry.text, required=self._required[entry.name.key]) for entry in self._entries)
+        log = self._log.for_replica(url, json_field=False) if self._labelled else self._log
+        return _Work(server, ServerState(url, models), log)
+
+    def _rediscover(self) -> None:
+        """Follow the replicas: a new address is a server to warm in this very cycle; a vanished one leaves
+        readiness. A lookup that failed (not "no such name") keeps that name's servers: DNS hiccups are not scaling.
+        """
+        assert self._discover is not None and self._connect is not None
+        resolution = self._discover()
+        found = {replica.url: replica for replica in resolution.replicas}
+        failed = {missing.target for missing in resolution.unresolved if missing.temporary}
+        kept: list[_Work] = []
+        for work in self._works:
+            if work.state.server in found or work.server.target in failed:
+                kept.append(work)
+                continue
+            self._log.warning(
+                "replica-gone",
+                f"replica {work.state.server} is no longer an address of {work.server.target}: it leaves readiness",
+                server=work.state.server,
+            )
+            _close(work.server.client)
+        known = {work.state.server for work in kept}
+        for url, replica in found.items():
+            if url in known:
+                continue
+            self._log.info(
+                "replica-new", f"new replica {url} of {replica.target}: warming it", server=url, target=replica.target
+            )
+            kept.append(self._new_work(self._connect(replica)))
+        self._works = kept
+        unresolved = tuple(
+            f"{missing.target}: {missing.reason}"
+            for missing in resolution.unresolved
+            if not missing.temporary or not any(work.server.target == missing.target for work in kept)
+        )
+        if unresolved != self._unresolved:
+            for problem in unresolved:
+                self._log.warning("no-replica", f"{problem}; waiting for an address (not ready meanwhile)")
+        self._unresolved = unresolved
 
     # -- one server ----------------------------------------------------------------------------------------
 
@@ -487,7 +573,7 @@ class Keeper:
             load = f"; server load {format_seconds(outcome.load_seconds)}" if outcome.load_seconds is not None else ""
             if reason in ("override", "expiring"):
                 continue  # the "reassert" line said it all; a failure would still be logged
-            self._log.info(
+            work.log.info(
                 "warmed",
                 f"warmed in {format_seconds(outcome.seconds or 0.0)} ({outcome.kind}{load})",
                 model=entry.text,
@@ -517,7 +603,7 @@ class Keeper:
     def _recovered(self, work: _Work) -> None:
         work.backoff = work.backoff_until = work.conflict = None
         self._set_problem(work, None)
-        self._log.info("recovered", "every listed model is resident again", server=work.state.server)
+        work.log.info("recovered", "every listed model is resident again", server=work.state.server)
 
     def _server_holds_all(self, work: _Work) -> bool:
         return all(model.resident for model in work.state.models if model.required)
@@ -554,7 +640,7 @@ class Keeper:
             self._update_model(work, entry, failures=state.failures + 1)
         else:
             self._update_model(work, entry, failures=state.failures + 1, resident=False, why_not=why)
-        self._log.error("warm-failed", why, model=entry.text, server=work.state.server, error=outcome.error)
+        work.log.error("warm-failed", why, model=entry.text, server=work.state.server, error=outcome.error)
 
     # -- server reachability -------------------------------------------------------------------------------
 
@@ -568,7 +654,7 @@ class Keeper:
                 if first
                 else f"server unreachable: {exc}; polling until it is back, then re-warming every listed model"
             )
-            self._log.warning("unreachable", text, server=work.state.server, error=str(exc))
+            work.log.warning("unreachable", text, server=work.state.server, error=str(exc))
             work.state = replace(work.state, reachable=False, failures=work.state.failures + 1)
             self._set_problem(work, f"server unreachable: {exc}")
             for entry in self._entries:
@@ -583,7 +669,7 @@ class Keeper:
         down_for = self._clock() - work.down_since if work.down_since is not None else None
         if not work.contacted:
             after = f" after {format_seconds(down_for)}" if down_for is not None else ""
-            self._log.info(
+            work.log.info(
                 "ready",
                 f"server ready{after} (Ollama {version or 'unknown'})",
                 server=work.state.server,
@@ -593,7 +679,7 @@ class Keeper:
             work.restarted = True
             # A restart is when a user applies the fix a conflict asked for (OLLAMA_MAX_LOADED_MODELS, memory).
             work.backoff = work.backoff_until = None
-            self._log.info(
+            work.log.info(
                 "back",
                 f"server back after {format_seconds(down_for)} (Ollama {version or 'unknown'})",
                 server=work.state.server,
@@ -644,7 +730,7 @@ class Keeper:
                     context_length=found.context_length,
                 )
                 if not previous.resident and key in work.warmed_once:
-                    self._log.info(
+                    work.log.info(
                         "resident",
                         f"resident ({placement(found.size, found.size_vram)}, expires "
                         f"{describe_expiry(found.expires_at, now) or 'unknown'})",
@@ -665,12 +751,12 @@ class Keeper:
 
     def _log_reason(self, work: _Work, entry: ModelEntry, reason: Reason) -> None:
         if reason == "start":  # a load may take minutes: say it started
-            self._log.info("warming", "warming", model=entry.text, server=work.state.server, reason=reason)
+            work.log.info("warming", "warming", model=entry.text, server=work.state.server, reason=reason)
             return
         state = self._model(work, entry)
         if reason in ("override", "expiring"):
             detail = describe_expiry(state.expires_at, self._now()) or "unknown"
-            self._log.info(
+            work.log.info(
                 "reassert",
                 f"{REASONS[reason]} (expires {detail}); re-asserting it",
                 model=entry.text,
@@ -680,14 +766,14 @@ class Keeper:
             return
         why = f"gone: {REASONS[reason]}; re-warming"
         self._update_model(work, entry, resident=False, why_not=why)
-        self._log.warning("gone", why, model=entry.text, server=work.state.server, reason=reason)
+        work.log.warning("gone", why, model=entry.text, server=work.state.server, reason=reason)
 
     def _set_problem(self, work: _Work, problem: str | None) -> None:
         if problem == work.state.problem:
             return
         work.state = replace(work.state, problem=problem, retry_at=work.state.retry_at if problem else None)
         if problem is not None and not problem.startswith("server unreachable"):
-            self._log.error("not-ready", f"not ready: {problem}", server=work.state.server)
+            work.log.error("not-ready", f"not ready: {problem}", server=work.state.server)
 
     def _model(self, work: _Work, entry: ModelEntry) -> ModelState:
         return work.state.models[self._entries.index(entry)]
@@ -735,6 +821,7 @@ class Keeper:
         last = self._last_cycle
         return KeeperSnapshot(
             servers=tuple(work.state for work in self._works),
+            unresolved=self._unresolved,
             interval=self.settings.interval,
             running=self._running,
             alive_until=self._alive_until,
@@ -766,6 +853,12 @@ class _WarningsOnly(EventLog):
 
     def lines(self, event: str, lines: list[str], **fields: Any) -> None:
         self._inner.lines(event, lines, **fields)
+
+
+def _close(client: ServerClient) -> None:
+    close = getattr(client, "close", None)
+    if close is not None:
+        close()
 
 
 def _will_not_change(exc: OllamaError) -> bool:

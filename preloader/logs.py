@@ -27,6 +27,11 @@ class EventLog:
         self._stream = stream if stream is not None else sys.stdout  # None when started with stdout closed
         self._lock = threading.Lock()  # warm steps may log from worker threads
 
+    def for_replica(self, replica: str, *, json_field: bool = True) -> EventLog:
+        """The same output, every line naming `replica`: text says `model on URL: …`, json adds `"replica"`
+        (unless `json_field` is False: the caller's lines already carry a `server` field)."""
+        return _ReplicaLog(self, replica, json_field)
+
     def info(self, event: str, message: str, *, model: str | None = None, **fields: Any) -> None:
         self._emit("info", event, message, model, fields)
 
@@ -44,6 +49,11 @@ class EventLog:
         self._write("".join(line + "\n" for line in lines))
 
     def _emit(self, level: str, event: str, message: str, model: str | None, fields: dict[str, Any]) -> None:
+        self._write(self._render(level, event, message, model, fields, None))
+
+    def _render(
+        self, level: str, event: str, message: str, model: str | None, fields: dict[str, Any], replica: str | None
+    ) -> str:
         if self.format == "json":
             record: dict[str, Any] = {
                 "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -52,16 +62,20 @@ class EventLog:
             }
             if model is not None:
                 record["model"] = model
+            if replica is not None:
+                record["replica"] = replica
             if message:
                 record["message"] = message
             record.update(fields)
             line = json.dumps(record, default=str, ensure_ascii=False)
         else:
             subject = model or TOOL
+            if replica is not None:
+                subject = f"{subject} on {replica}"
             # A model's failure already says "failed:"; the tool's own errors need the word.
             marker = {"warning": "warning: ", "error": "" if model else "error: "}.get(level, "")
             line = f"{subject}: {marker}{message}"
-        self._write(line + "\n")
+        return line + "\n"
 
     def _write(self, text: str) -> None:
         """Always valid UTF-8, whatever the locale: a server's error text may hold lone surrogates."""
@@ -81,6 +95,19 @@ class EventLog:
             except (OSError, ValueError):  # EPIPE, EBADF, or a stream closed under us
                 silence(self._stream)
                 self._stream = None
+
+
+class _ReplicaLog(EventLog):
+    def __init__(self, parent: EventLog, replica: str, json_field: bool) -> None:  # the parent owns the stream
+        self.format = parent.format
+        self._parent, self._replica, self._json_field = parent, replica, json_field
+
+    def lines(self, event: str, lines: list[str], **fields: Any) -> None:
+        self._parent.lines(event, lines, **({"replica": self._replica} if self._json_field else {}), **fields)
+
+    def _emit(self, level: str, event: str, message: str, model: str | None, fields: dict[str, Any]) -> None:
+        replica = self._replica if self._json_field or self.format == "text" else None
+        self._parent._write(self._render(level, event, message, model, fields, replica))
 
 
 def valid_utf8(text: str) -> bytes:

@@ -36,6 +36,7 @@ class ModelRow:
     context_length: int | None
     error: str | None
     pulled: bool = False  # OLLAMA_PRELOAD_PULL=missing pulled it during this run
+    replica: str | None = None  # the server it is about, when the run has several
 
     @property
     def ok(self) -> bool:
@@ -51,13 +52,34 @@ class Report:
     exit_status: int
     best_effort: bool = False
     note: str | None = None  # why the run ended early, if it did
+    replicas: tuple[ReplicaRow, ...] = ()  # several servers: one entry each; rows then name theirs
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        document = asdict(self)
+        if not self.replicas:  # one server: the report reads exactly as before replicas existed
+            del document["replicas"]
+            for row in document["models"]:
+                del row["replica"]
+        return document
+
+
+@dataclass(frozen=True)
+class ReplicaRow:
+    server: str
+    server_version: str | None
+    waited_seconds: float | None
+    healthy: bool  # it answered within the wait timeout
+    error: str | None = None  # why not
+
+    def ready(self, rows: Sequence[ModelRow]) -> bool:
+        return self.healthy and all(row.ok for row in rows if row.replica == self.server)
 
 
 def model_rows(
-    models: Sequence[str], outcomes: Sequence[WarmOutcome], residency: dict[str, Residency]
+    models: Sequence[str],
+    outcomes: Sequence[WarmOutcome],
+    residency: dict[str, Residency],
+    replica: str | None = None,
 ) -> tuple[ModelRow, ...]:
     """One row per listed model, in listed order; models never reached are `pending`."""
     by_model = {outcome.model: outcome for outcome in outcomes}
@@ -65,7 +87,7 @@ def model_rows(
     for model in models:
         outcome = by_model.get(model)
         if outcome is None:
-            rows.append(ModelRow(model, None, "pending", None, None, None, None, None, None, None))
+            rows.append(ModelRow(model, None, "pending", None, None, None, None, None, None, None, replica=replica))
             continue
         where = residency.get(model)
         status: str = outcome.outcome
@@ -87,6 +109,7 @@ def model_rows(
                 context_length=where.context_length if where else None,
                 error=error,
                 pulled=outcome.pulled,
+                replica=replica,
             )
         )
     return tuple(rows)
@@ -98,9 +121,13 @@ def models_status(rows: Sequence[ModelRow]) -> int:
 
 def summary_lines(report: Report) -> list[str]:
     """A short table: model, kind, time, resident, where, expiry; then the verdict."""
-    header = ("MODEL", "KIND", "TIME", "LOAD", "RESIDENT", "WHERE", "EXPIRES")
+    header: tuple[str, ...] = ("MODEL", "KIND", "TIME", "LOAD", "RESIDENT", "WHERE", "EXPIRES")
+    labelled = bool(report.replicas)
+    if labelled:
+        header = ("REPLICA", *header)
     table = [header] + [
         (
+            *((row.replica or "-",) if labelled else ()),
             row.model,
             row.kind or "-",
             format_seconds(row.seconds) if row.seconds is not None else "-",
@@ -117,6 +144,8 @@ def summary_lines(report: Report) -> list[str]:
 
 
 def verdict(report: Report) -> str:
+    if report.replicas:
+        return _replicas_verdict(report)
     ready = sum(1 for row in report.models if row.outcome == "warmed")
     skipped = sum(1 for row in report.models if row.outcome == "skipped")
     failed = [row.model for row in report.models if not row.ok]
@@ -125,6 +154,35 @@ def verdict(report: Report) -> str:
         text += f", {skipped} skipped"
     if failed:
         text += f"; not ready: {', '.join(failed)}"
+    if report.note:
+        text += f"; {report.note}"
+    suffix = " (best effort: reported as success)" if report.best_effort and report.exit_status == 0 else ""
+    return f"{text} (exit {report.exit_status}){suffix}"
+
+
+def _replicas_verdict(report: Report) -> str:
+    """`3 of 3 model(s) warmed and resident on 2 of 3 replica(s); not ready: …`: a model counts when it is
+    resident on every replica that answered; the failures name their replica."""
+    healthy = {replica.server for replica in report.replicas if replica.healthy}
+    models = list(dict.fromkeys(row.model for row in report.models))
+    everywhere = [
+        model
+        for model in models
+        if all(row.ok for row in report.models if row.model == model and row.replica in healthy)
+        and any(row.replica in healthy for row in report.models if row.model == model)
+    ]
+    ready = [replica for replica in report.replicas if replica.ready(report.models)]
+    text = (
+        f"{len(everywhere)} of {len(models)} model(s) warmed and resident on {len(ready)} of "
+        f"{len(report.replicas)} replica(s)"
+    )
+    skipped = {row.model for row in report.models if row.outcome == "skipped"}
+    if skipped:
+        text += f", {len(skipped)} skipped"
+    problems = [f"{replica.server} (server not ready)" for replica in report.replicas if not replica.healthy]
+    problems += [f"{row.model} on {row.replica}" for row in report.models if not row.ok and row.replica in healthy]
+    if problems:
+        text += f"; not ready: {', '.join(problems)}"
     if report.note:
         text += f"; {report.note}"
     suffix = " (best effort: reported as success)" if report.best_effort and report.exit_status == 0 else ""

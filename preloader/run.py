@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -12,9 +13,11 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from preloader.client import OllamaClient, RunningModel
 from preloader.config import Config
+from preloader.durations import format_seconds
 from preloader.entries import ModelEntry
-from preloader.errors import OllamaError
+from preloader.errors import OllamaError, ServerNotReady
 from preloader.logs import EventLog
+from preloader.replicas import Replica, Resolver, describe, in_parallel, resolve, resolve_within, system_resolver
 from preloader.verify import Residency, unverified, verify_residency
 from preloader.wait import wait_for_server
 from preloader.warm import Warmer, WarmOutcome, is_transient
@@ -24,16 +27,64 @@ PS_TIMEOUT = (10.0, 60.0)
 
 @dataclass
 class Progress:
-    """What the run has learned so far. The CLI reads it even when the run is cut short by a signal."""
+    """What the run has learned so far about one replica. The CLI reads it even when a signal cuts the run short."""
 
+    replica: str | None = None  # None: the run has one server and its lines name no replica
     server_version: str | None = None
     waited: float | None = None
     outcomes: list[WarmOutcome] = field(default_factory=list)
     residency: dict[str, Residency] = field(default_factory=dict)
+    not_ready: str | None = None  # why this server never became healthy
+
+
+def preload_replicas(
+    config: Config,
+    log: EventLog,
+    progresses: list[Progress],
+    *,
+    resolver: Resolver = system_resolver,
+    connect: Callable[[Replica], OllamaClient] | None = None,
+) -> None:
+    """Resolve the replicas, then wait for, warm and verify every one of them at once.
+
+    A replica that never becomes healthy is recorded in its `Progress` and the others go on; anything else
+    one of them raises ends the run (the CLI turns it into a status). `progresses` fills in as replicas are
+    known, so an interrupted run still reports what was done.
+    """
+    announce(config, log)
+    connect = connect or (lambda replica: OllamaClient(replica.url, api_key=config.api_key, proxy=replica.proxy))
+    replicas: list[Replica]
+    if config.resolve == "all":
+        resolution = resolve_within(config, time.monotonic() + config.wait_timeout, resolver)
+        log.info("replicas", describe(resolution), replicas=[replica.url for replica in resolution.replicas])
+        for missing in resolution.unresolved:
+            reason = f"{missing.reason} after {format_seconds(config.wait_timeout)}: no replica to warm"
+            log.error("not-ready", f"{missing.target}: {reason}", server=missing.target)
+            progresses.append(Progress(replica=missing.target, not_ready=reason))
+        replicas = list(resolution.replicas)
+    else:
+        replicas = list(resolve(config).replicas)
+    labelled = config.per_replica
+    mine = [Progress(replica=replica.url if labelled else None) for replica in replicas]
+    progresses.extend(mine)
+
+    def one(index: int) -> None:
+        replica, progress = replicas[index], mine[index]
+        replica_log = log.for_replica(replica.url) if labelled else log
+        client = connect(replica)
+        try:
+            preload(config, client, replica_log, progress)
+        except ServerNotReady as exc:
+            progress.not_ready = str(exc)
+            replica_log.error("not-ready", str(exc))
+        finally:
+            client.close()
+
+    in_parallel(one, range(len(replicas)))
 
 
 def preload(config: Config, client: OllamaClient, log: EventLog, progress: Progress) -> None:
-    announce(config, log)
+    """One server: wait for it, warm every model, verify they are resident."""
     status = wait_for_server(client, config.wait_timeout, log)
     progress.server_version, progress.waited = status.version, status.waited
     warm_all(Warmer(client, config, log), config.models, config.concurrency, progress.outcomes)
@@ -56,10 +107,14 @@ def preload(config: Config, client: OllamaClient, log: EventLog, progress: Progr
 
 def announce(config: Config, log: EventLog) -> None:
     names = [entry.text for entry in config.models]
+    targets = [target.host.base_url for target in config.targets]
+    where = targets[0] if len(targets) == 1 else f"{len(targets)} servers ({', '.join(targets)})"
+    if config.resolve == "all":
+        where = f"every address of {where}"
     log.info(
         "start",
-        f"{len(names)} model(s) to warm on {config.host.base_url}: {', '.join(names)}",
-        url=config.host.base_url,
+        f"{len(names)} model(s) to warm on {where}: {', '.join(names)}",
+        url=targets[0] if len(targets) == 1 else targets,
         models=names,
     )
     local = [entry for entry in config.models if not entry.name.cloud]
