@@ -31,7 +31,8 @@ from bench.proxy import ReadinessProbe, RecordingProxy
 from bench.real import TINY
 from bench.stats import DASH, DIVIDE, cell, paired_ratios, summarize
 from bench.targets import Target
-from preloader.wait import FIRST_WAIT, MAX_WAIT
+from preloader.retries import FIRST_POLL as FIRST_WAIT
+from preloader.retries import MAX_POLL as MAX_WAIT
 from tests.support.real_ollama import RealOllama, find_ollama_binary
 
 TARGET_LAG = 0.25

@@ -33,9 +33,11 @@ from preloader.entries import ModelEntry
 from preloader.errors import OllamaBadResponse, OllamaError, OllamaResponseError
 from preloader.logs import EventLog
 from preloader.replicas import Replica, Resolution, in_parallel
+from preloader.results import WarmOutcome
+from preloader.retries import CONFLICT_BACKOFF, FAILURE_BACKOFF, MAX_KEEPER_BACKOFF, poll_delay
 from preloader.verify import FOREVER_YEAR, describe_expiry, placement
-from preloader.wait import ATTEMPT_CONNECT_TIMEOUT, ATTEMPT_READ_TIMEOUT, FIRST_WAIT, MAX_WAIT
-from preloader.warm import Warmer, WarmOutcome
+from preloader.wait import ATTEMPT_CONNECT_TIMEOUT, ATTEMPT_READ_TIMEOUT
+from preloader.warm import Warmer
 
 DEFAULT_INTERVAL = 10.0
 MAX_INTERVAL = 30.0
@@ -51,7 +53,8 @@ REASONS: dict[Reason, str] = {
     "restart": "the server restarted",
     "keep_alive": "its keep-alive ran out",
     "evicted": "another model evicted it",
-    "unloaded": "it was unloaded by a request with keep_alive 0, or by the server",
+    "unloaded": "it was unloaded by a request with keep_alive 0, or by the server (a restart quicker than the "
+    "interval looks the same)",
     "options": "it is loaded with other options than the entry's",
     "override": "a client overrode its keep-alive",
     "expiring": "its keep-alive would run out within two intervals",
@@ -62,9 +65,9 @@ REASONS: dict[Reason, str] = {
 class KeeperSettings:
     interval: float = DEFAULT_INTERVAL
     keep_alive: KeepAlive | None = None  # the run's default; an entry's own wins
-    conflict_backoff: float = 60.0  # after a warm evicted another listed model: minutes, not seconds
-    failure_backoff: float = 30.0  # after a warm request failed (Warmer already retried transient errors)
-    max_backoff: float = 600.0
+    conflict_backoff: float = CONFLICT_BACKOFF
+    failure_backoff: float = FAILURE_BACKOFF
+    max_backoff: float = MAX_KEEPER_BACKOFF
     summary_every: float = 600.0
     warm_budget: float = 1800.0 * 3  # longest a warm may take, retries included: /live stays 200 meanwhile
 
@@ -662,7 +665,7 @@ class Keeper:
         work.polls += 1
         if mono - work.down_since >= SLOW_POLL_AFTER:
             return SLOW_POLL
-        return min(MAX_WAIT, FIRST_WAIT * 1.5 ** (work.polls - 1))
+        return poll_delay(work.polls)
 
     def _server_up(self, work: _Work) -> None:
         version = self._check_version(work)

@@ -18,9 +18,8 @@ from typing import Any
 from preloader.durations import format_seconds
 from preloader.errors import PreloaderError
 from preloader.logs import valid_utf8
+from preloader.results import Residency, WarmOutcome
 from preloader.statuses import EXIT_MODELS_NOT_READY, EXIT_OK
-from preloader.verify import Residency
-from preloader.warm import WarmOutcome
 
 
 @dataclass(frozen=True)

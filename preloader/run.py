@@ -9,8 +9,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
-
 from preloader.client import OllamaClient, RunningModel
 from preloader.config import Config
 from preloader.durations import format_seconds
@@ -18,9 +16,11 @@ from preloader.entries import ModelEntry
 from preloader.errors import OllamaError, ServerNotReady
 from preloader.logs import EventLog
 from preloader.replicas import Replica, Resolver, describe, in_parallel, resolve, resolve_within, system_resolver
-from preloader.verify import Residency, unverified, verify_residency
+from preloader.results import Residency, WarmOutcome
+from preloader.retries import ps_reads
+from preloader.verify import unverified, verify_residency
 from preloader.wait import wait_for_server
-from preloader.warm import Warmer, WarmOutcome, is_transient
+from preloader.warm import Warmer
 
 PS_TIMEOUT = (10.0, 60.0)
 
@@ -164,13 +164,7 @@ def warm_all(warmer: Warmer, entries: Sequence[ModelEntry], concurrency: int, ou
 
 
 def list_running(client: OllamaClient) -> list[RunningModel]:
-    retrying = Retrying(
-        stop=stop_after_attempt(3),
-        wait=wait_exponential(multiplier=0.5, max=4),
-        retry=retry_if_exception(is_transient),
-        reraise=True,
-    )
-    return retrying(client.ps, timeout=PS_TIMEOUT)
+    return ps_reads()(client.ps, timeout=PS_TIMEOUT)
 
 
 def report_residency(residency: dict[str, Residency], log: EventLog) -> None:

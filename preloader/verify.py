@@ -7,26 +7,14 @@ evicted by the next one we warm when the server keeps fewer models than we list,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from preloader.client import RunningModel
 from preloader.durations import format_seconds
 from preloader.names import InvalidModelName, parse_model_name
-from preloader.warm import WarmOutcome
+from preloader.results import Residency, WarmOutcome
 
 FOREVER_YEAR = 2200  # keep_alive -1 expires ~292 years from now; anything this far out means "never"
-
-
-@dataclass(frozen=True)
-class Residency:
-    resident: bool
-    where: str | None = None  # "100% GPU", "100% CPU", "48%/52% CPU/GPU"
-    expires: str | None = None  # "forever", "in 4m59s"
-    context_length: int | None = None
-    message: str | None = None  # why it is not resident, with what to do
-    required: bool = True  # False when the run itself asked for an unload (keep_alive 0)
-    verified: bool = True  # False when /api/ps could not be read: neither resident nor evicted, unknown
 
 
 def verify_residency(

@@ -12,15 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
+from tenacity import RetryCallState
 
 from preloader.client import OllamaClient
 from preloader.durations import format_seconds
 from preloader.errors import OllamaBadResponse, OllamaError, OllamaResponseError, ServerNotReady
 from preloader.logs import EventLog
+from preloader.retries import polls_until
 
-FIRST_WAIT = 0.1
-MAX_WAIT = 0.25  # the average detection lag is about half of this; a refused connect costs nothing
 ATTEMPT_CONNECT_TIMEOUT = 1.0
 ATTEMPT_READ_TIMEOUT = 5.0
 LOG_EVERY = 5.0  # seconds between "still waiting" lines
@@ -52,20 +51,7 @@ def wait_for_server(
     def remaining() -> float:
         return max(deadline - clock(), 0.0)
 
-    def until_deadline(state: RetryCallState) -> float:
-        # Never sleep past the deadline: the last attempt happens right at it, not one backoff step early.
-        return min(backoff(state), remaining())
-
-    backoff = wait_exponential(multiplier=FIRST_WAIT, exp_base=1.5, min=FIRST_WAIT, max=MAX_WAIT)
-    retrying = Retrying(
-        # The deadline is computed once from our clock (injectable in tests), not from tenacity's own.
-        stop=lambda _state: remaining() <= 0,
-        wait=until_deadline,
-        retry=retry_if_exception(_not_up_yet),
-        before_sleep=progress,
-        sleep=sleep,
-        reraise=True,
-    )
+    retrying = polls_until(remaining, _not_up_yet, before_sleep=progress, sleep=sleep)
     log.info(
         "wait",
         f"waiting up to {format_seconds(timeout)} for the server at {client.base_url}",

@@ -8,64 +8,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, Retrying
 
 from preloader.client import ModelInfo, OllamaClient, Timeout, WarmResult
 from preloader.config import Config
 from preloader.durations import KeepAlive, format_seconds
 from preloader.entries import ModelEntry
-from preloader.errors import OllamaBadResponse, OllamaError, OllamaResponseError, OllamaTimeout, OllamaUnreachable
+from preloader.errors import OllamaError, OllamaResponseError, OllamaTimeout, OllamaUnreachable
 from preloader.logs import EventLog
-
-Kind = Literal["generate", "embed"]
-Outcome = Literal["warmed", "failed", "skipped"]
+from preloader.results import Kind, WarmOutcome
+from preloader.retries import transient_failures
 
 DEFAULT_PROMPT = "Hi"
 DEFAULT_EMBED_INPUT = "warm-up"
 SHOW_TIMEOUT: Timeout = (10.0, 60.0)
 PULL_LOG_EVERY = 5.0
-
-# 5xx answers that will be the same on every attempt: retrying them only delays the report.
-_DETERMINISTIC_5XX = (
-    "requires more system memory",
-    "does not support",
-    "incompatible",
-    "must be of type",
-    "unknown model architecture",
-    "file does not exist",
-)
-
-
-@dataclass(frozen=True)
-class WarmOutcome:
-    entry: ModelEntry
-    outcome: Outcome
-    kind: Kind | None = None
-    seconds: float | None = None  # wall time of the warm request, retries included
-    load_seconds: float | None = None  # the server's own load_duration, when it reports one
-    error: str | None = None
-    pulled: bool = False
-    keep_alive: KeepAlive | None = None  # what was sent: the entry's own, else the run's default
-
-    @property
-    def model(self) -> str:
-        return self.entry.text
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth another attempt: the server may answer differently in a moment."""
-    if isinstance(exc, OllamaUnreachable):
-        return True
-    if isinstance(exc, OllamaBadResponse):
-        return exc.incomplete  # cut off mid-body, like a reset; a complete malformed answer comes back the same
-    if isinstance(exc, OllamaResponseError):
-        if exc.status in (499, 502, 503, 504):
-            return True
-        return exc.status >= 500 and not any(text in exc.error for text in _DETERMINISTIC_5XX)
-    return False
 
 
 class Warmer:
@@ -194,14 +153,7 @@ class Warmer:
                 error=str(error),
             )
 
-        return Retrying(
-            stop=stop_after_attempt(self._config.attempts),
-            wait=wait_exponential(multiplier=0.5, min=0.5, max=10),
-            retry=retry_if_exception(is_transient),
-            before_sleep=before_sleep,
-            sleep=self._sleep,
-            reraise=True,
-        )
+        return transient_failures(self._config.attempts, before_sleep=before_sleep, sleep=self._sleep)
 
     def _explain(self, entry: ModelEntry, exc: OllamaError) -> str:
         """The server's words, plus what the user can do about them."""

@@ -11,7 +11,7 @@ from requests.adapters import BaseAdapter
 
 from preloader.client import OllamaClient
 from preloader.errors import OllamaBadResponse, OllamaError, OllamaResponseError
-from preloader.warm import is_transient
+from preloader.retries import is_transient
 
 URL = "http://127.0.0.1:11434"
 TIMEOUT = (1.0, 1.0)

@@ -19,8 +19,8 @@ from preloader.errors import OllamaResponseError, OllamaUnreachable
 from preloader.keeper import Keeper, KeeperSettings, Server
 from preloader.logs import EventLog
 from preloader.metrics import exposition, keeper_registry
-from preloader.wait import MAX_WAIT
-from preloader.warm import WarmOutcome
+from preloader.results import WarmOutcome
+from preloader.retries import MAX_POLL as MAX_WAIT
 
 URL = "http://127.0.0.1:11434"
 INTERVAL = 10.0

@@ -16,7 +16,7 @@ from preloader.errors import ConfigError
 from preloader.logs import EventLog
 from preloader.replicas import LookupFailed, describe, in_parallel, resolve, resolve_within
 from preloader.report import ModelRow, ReplicaRow, Report, model_rows, summary_lines
-from preloader.warm import WarmOutcome
+from preloader.results import WarmOutcome
 
 MODELS = {"OLLAMA_PRELOAD_MODELS": "m"}
 

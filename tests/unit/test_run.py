@@ -8,8 +8,8 @@ import time
 import pytest
 
 from preloader.entries import ModelEntry, parse_entry
+from preloader.results import WarmOutcome
 from preloader.run import warm_all
-from preloader.warm import WarmOutcome
 
 
 class Boom(RuntimeError):

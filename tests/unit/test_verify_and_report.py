@@ -9,9 +9,10 @@ from preloader.durations import parse_keep_alive
 from preloader.entries import parse_entry
 from preloader.errors import OllamaResponseError, OllamaTimeout, OllamaUnreachable
 from preloader.report import Report, model_rows, models_status, summary_lines
+from preloader.results import WarmOutcome
+from preloader.retries import is_transient
 from preloader.statuses import EXIT_MODELS_NOT_READY, EXIT_OK
 from preloader.verify import describe_expiry, placement, unverified, verify_residency
-from preloader.warm import WarmOutcome, is_transient
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 FOREVER = datetime(2318, 9, 13, 21, 26, 43, tzinfo=timezone.utc)

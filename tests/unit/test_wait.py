@@ -11,7 +11,8 @@ import pytest
 from preloader.client import Timeout
 from preloader.errors import OllamaResponseError, OllamaTimeout, OllamaUnreachable, ServerNotReady
 from preloader.logs import EventLog
-from preloader.wait import MAX_WAIT, wait_for_server
+from preloader.retries import MAX_POLL as MAX_WAIT
+from preloader.wait import wait_for_server
 
 
 class Clock:
