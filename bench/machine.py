@@ -31,7 +31,7 @@ def describe() -> dict[str, Any]:
         "load_average_start": os.getloadavg(),
         "commit": _git("rev-parse", "--short", "HEAD"),
         # Uncommitted changes to the measured code, so a reader knows the commit alone does not describe it.
-        "uncommitted": _git("status", "--porcelain", "--", "preloader", "scripts/preload_models.sh"),
+        "uncommitted": _git("status", "--porcelain", "--", "preloader", "fallback/preload_models.sh"),
     }
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ALTERNATIVES = Path(__file__).resolve().parent / "alternatives"
-BASH_SCRIPT = REPO / "scripts" / "preload_models.sh"
+BASH_SCRIPT = REPO / "fallback" / "preload_models.sh"
 GNU_TIME = Path("/usr/bin/time")
 
 

@@ -76,7 +76,7 @@ def markdown(results: dict[str, Any], plot_name: str | None, md_dir: Path, plot:
         "(tests/support); fake server: `tests/support/fake_ollama.py`.",
         f"- Python {machine['python']} (requests {machine['requests']}, tenacity {machine['tenacity']}), "
         f"{machine['bash']}, {machine['curl'].split(' (')[0]}.",
-        f"- Measured code (`preloader/`, `scripts/preload_models.sh`): commit {machine['commit'] or 'unknown'}"
+        f"- Measured code (`preloader/`, `fallback/preload_models.sh`): commit {machine['commit'] or 'unknown'}"
         + (", with uncommitted changes." if machine["uncommitted"] else ", unmodified."),
         "",
         "## Targets",

@@ -51,7 +51,7 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 def _shell_scripts() -> list[Path]:
-    scripts = sorted((REPO / "scripts").glob("*.sh"))
+    scripts = sorted([*(REPO / "scripts").glob("*.sh"), *(REPO / "fallback").glob("*.sh")])
     ci = REPO / ".ci" / "run"
     return [*scripts, ci] if ci.is_file() else scripts
 

@@ -14,7 +14,7 @@ import pytest
 from tests.support.fake_ollama import FakeOllama
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "preload_models.sh"
+SCRIPT = REPO / "fallback" / "preload_models.sh"
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""What only the bash fallback, scripts/preload_models.sh, has to prove; run against the fake Ollama.
+"""What only the bash fallback, fallback/preload_models.sh, has to prove; run against the fake Ollama.
 
 Its behaviour as a preloader (requests, statuses, key log phrases) is proved for both implementations by the
 behaviour suite, tests/fake/test_preloader.py. Here: it stays small and clean, runs without a checkout, keeps

@@ -1,7 +1,7 @@
 """The preloader's behaviour against a fake Ollama that behaves like the reference, as a behaviour suite.
 
 Every test taking the `preloader` fixture runs twice, once against the Python CLI (`python -m preloader`) and
-once against the bash fallback (`scripts/preload_models.sh`). Both must send the same requests, exit with the
+once against the bash fallback (`fallback/preload_models.sh`). Both must send the same requests, exit with the
 same statuses and name the model, its state and the status in their logs; the exact wording is the package's
 own and is checked for it alone (`if preloader is PYTHON`). What the bash fallback does not implement it must
 refuse with exit 2, a hint to the Python CLI and not a single request: those scenarios check that instead.
@@ -13,7 +13,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from preloader.wait import ATTEMPT_READ_TIMEOUT
-from tests.fake.conftest import BASH, PYTHON, REPO, Preloader, bodies, clean_env, settings
+from tests.fake.conftest import BASH, PYTHON, Preloader, bodies, settings
 from tests.support.fake_ollama import FakeOllama
 
 PWNED = Path("/tmp/preloader-pwned")  # created only if a model name were ever run as a shell command
@@ -496,21 +495,6 @@ def test_ollama_models_is_the_list_when_ollama_preload_models_is_empty(fake: Fak
     fake.add_model("m")
     result = preloader.run(**settings(fake, "", OLLAMA_MODELS="m"))
     assert result.returncode == 0, result.stdout
-    assert [b["model"] for b in bodies(fake, "/api/generate")] == ["m"]
-
-
-# Python only: scripts/preload_models.py is the package's runner for a checkout; the bash script is its own runner.
-def test_the_checkout_runner_behaves_like_the_installed_cli(fake: FakeOllama) -> None:
-    fake.add_model("m")
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "preload_models.py")],
-        cwd="/",
-        env=clean_env(**settings(fake, "m")),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
     assert [b["model"] for b in bodies(fake, "/api/generate")] == ["m"]
 
 

@@ -1,7 +1,7 @@
 """The preloader against a real Ollama (every supported version, built from source) with real models, end to end.
 
 Each behaviour is checked through both implementations the project ships: the Python CLI
-(`python -m preloader`) and the bash fallback (`scripts/preload_models.sh`), driven only by environment
+(`python -m preloader`) and the bash fallback (`fallback/preload_models.sh`), driven only by environment
 variables, as a compose file would drive them. Assertions use the server's own view (`/api/ps`, its
 request log, `load_duration`), never the preloader's word alone.
 """
@@ -34,7 +34,7 @@ from tests.support.real_ollama import (
 pytestmark = pytest.mark.real
 
 REPO = Path(__file__).resolve().parents[2]
-BASH_SCRIPT = REPO / "scripts" / "preload_models.sh"
+BASH_SCRIPT = REPO / "fallback" / "preload_models.sh"
 RUN_TIMEOUT = 120.0
 FOREVER_YEAR = 2200  # keep_alive -1 → expires_at ≈ now + 292 years (observed: year 2319)
 

@@ -17,7 +17,7 @@ ENV_EXAMPLE = (REPO / ".env.example").read_text()
 
 def test_the_readme_table_and_env_example_are_what_the_declarations_generate() -> None:
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "settings_docs.py"), "--check"], capture_output=True, text=True
+        [sys.executable, str(REPO / "scripts" / "settings_docs.py"), "--check"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

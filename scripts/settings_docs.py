@@ -1,7 +1,7 @@
 """Write the README's settings table and .env.example's preloader section from `preloader.config.SETTINGS`.
 
-    python tools/settings_docs.py          rewrite both files in place
-    python tools/settings_docs.py --check  exit 1 (and say which) when either is stale; the suite runs this
+    python scripts/settings_docs.py          rewrite both files in place
+    python scripts/settings_docs.py --check  exit 1 (and say which) when either is stale; the suite runs this
 
 Each setting is declared once, in `preloader/config.py`; these two views are generated so they cannot drift.
 The text between the markers is owned by this script: edit the declaration, then run it.
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
     stale = [path for path, text in rendered().items() if path.read_text() != text]
     if check:
         for path in stale:
-            print(f"{path.name} is stale: run python tools/settings_docs.py")
+            print(f"{path.name} is stale: run python scripts/settings_docs.py")
         return 1 if stale else 0
     for path, text in rendered().items():
         path.write_text(text)
