@@ -24,7 +24,7 @@ set -uo pipefail
 export LC_ALL=C
 trap '' PIPE
 
-PRELOADER_VERSION="0.1.0"
+PRELOADER_VERSION="0.2.0"
 PYTHON_HINT="use the Python CLI for that (pip install ollama-preloader; python -m preloader)"
 readonly MAX_NS=9223372036854775807 # Go's time.Duration limit
 readonly DETERMINISTIC_5XX=("requires more system memory" "does not support" "incompatible" "must be of type"

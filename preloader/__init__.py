@@ -1,3 +1,3 @@
 """ollama-preloader: load the models an Ollama stack needs, prove they are loaded, exit with a trustworthy status."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
