@@ -14,8 +14,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import first_request, keeper, machine, overhead, plot, readiness, report, several, warm_cost
-from bench.plan import FULL, QUICK, REAL_SECTIONS, SECTIONS, Context, Plan
+from bench import (
+    first_request,
+    keeper,
+    machine,
+    overhead,
+    plot,
+    readiness,
+    replicas,
+    report,
+    several,
+    stack,
+    warm_cost,
+)
+from bench.plan import FULL, QUICK, REAL_SECTIONS, SECTIONS, Context, Plan, Unavailable
 from bench.procs import REPO
 from bench.real import RealKit, version
 from tests.support.real_ollama import RealOllama
@@ -28,6 +40,8 @@ SUMMARIZERS = {
     "readiness": readiness.summarize_runs,
     "several": several.summarize_runs,
     "keeper": keeper.summarize_runs,
+    "stack": stack.summarize_runs,
+    "replicas": replicas.summarize_runs,
 }
 
 
@@ -128,6 +142,9 @@ def run(plan: Plan) -> dict[str, Any]:
             ctx.say(f"--- {section}")
             try:
                 results["sections"][section] = run_section(section, ctx, shared)
+            except Unavailable as exc:
+                ctx.say(f"{section} skipped: {exc}")
+                results["meta"]["skipped"][section] = str(exc)
             except Exception as exc:  # one broken section must not throw away the others' measurements
                 traceback.print_exc()
                 results["meta"]["skipped"][section] = f"failed: {type(exc).__name__}: {exc}"
@@ -148,6 +165,10 @@ def run_section(section: str, ctx: Context, shared: RealOllama | None) -> dict[s
         return readiness.run(ctx)
     if section == "keeper":
         return keeper.run(ctx)  # its own server: another Ollama version than the shared one
+    if section == "stack":
+        return stack.run(ctx)  # the Docker engine's containers
+    if section == "replicas":
+        return replicas.run(ctx)  # fakes, and real servers of its own
     assert shared is not None  # the caller skips real-server sections without a server
     if section == "first_request":
         return first_request.run(ctx, shared)

@@ -10,9 +10,13 @@ from typing import TextIO
 
 from bench.real import RealKit
 
-SECTIONS = ("first_request", "warm_cost", "overhead", "readiness", "several", "keeper")
+SECTIONS = ("first_request", "warm_cost", "overhead", "readiness", "several", "keeper", "stack", "replicas")
 # readiness has a real part too; keeper brings its own real server (another version) or falls back to the fake
 REAL_SECTIONS = frozenset({"first_request", "warm_cost", "several"})
+
+
+class Unavailable(Exception):  # a reason, not an error: the section is skipped, not failed
+    """What a section needs is not on this machine (no Docker engine, no image): the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,10 @@ class Plan:
     several_cases: tuple[tuple[int, int], ...] = ((1, 1), (2, 1), (4, 1), (2, 2), (4, 2), (4, 4))
     # Keeper: seconds an idle keeper is measured (its CPU target is defined over ten minutes).
     keeper_idle: float = 600.0
+    # Stack: `docker compose up` repetitions per stack (each from a clean `down -v`), and the idle span over
+    # which the engine's CPU is measured.
+    stack_reps: int = 5
+    stack_idle: float = 60.0
 
     def with_overrides(
         self,
@@ -44,7 +52,7 @@ class Plan:
     ) -> Plan:
         plan = self
         if reps is not None:
-            plan = replace(plan, reps=reps)
+            plan = replace(plan, reps=reps, stack_reps=reps)
         if sections is not None:
             plan = replace(plan, sections=sections)
         if real is not None:
@@ -62,6 +70,8 @@ QUICK = Plan(
     overhead_sizes=(1, 16),
     several_cases=((1, 1), (2, 1), (4, 1), (4, 2), (4, 4)),
     keeper_idle=60.0,
+    stack_reps=3,
+    stack_idle=20.0,
 )
 FULL = Plan(mode="full", reps=10)
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import first_request, keeper, overhead, readiness, several, warm_cost
+from bench import first_request, keeper, overhead, readiness, replicas, several, stack, warm_cost
 from bench.stats import DASH, seconds
 from bench.targets import Target
 
@@ -19,6 +19,8 @@ HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "readiness": readiness.headline,
     "several": several.headline,
     "keeper": keeper.headline,
+    "stack": stack.headline,
+    "replicas": replicas.headline,
 }
 SECTION_DOCS: dict[str, tuple[str, Renderer, Callable[[dict[str, Any]], list[Target]], str | None]] = {
     "first_request": (
@@ -32,6 +34,8 @@ SECTION_DOCS: dict[str, tuple[str, Renderer, Callable[[dict[str, Any]], list[Tar
     "readiness": ("4. Readiness detection lag", readiness.render, readiness.targets, readiness.__doc__),
     "several": ("5. Several models and concurrency (real server)", several.render, several.targets, several.__doc__),
     "keeper": ("6. Keeping models warm: watch and check modes", keeper.render, keeper.targets, keeper.__doc__),
+    "stack": ("7. The compose stack: up to resident (real Docker engine)", stack.render, stack.targets, stack.__doc__),
+    "replicas": ("8. Replicas: fan-out overhead", replicas.render, replicas.targets, replicas.__doc__),
 }
 
 

@@ -50,6 +50,7 @@ if $setup; then
   fi
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     scripts/prepare_docker.sh || log "Docker preparation failed (see above): the docker tier will be skipped unless required"
+    scripts/prepare_kubernetes.sh || log "Kubernetes preparation failed (see above): the kubernetes tier will be skipped unless required"
   else
     log "Docker preparation needs root on Debian: the docker tier will be skipped unless required"
   fi

@@ -140,7 +140,12 @@ def test_compose_test_override_merges_with_the_compose_file(compose_binary: str,
     result = _config(compose_binary, tmp_path, values, COMPOSE_FILE, COMPOSE_TEST_OVERRIDE)
     assert result.returncode == 0, result.stderr
     services = json.loads(result.stdout)["services"]
-    assert services["model_puller"]["depends_on"]["model_seed"]["condition"] == "service_completed_successfully"
+    # Both start with the server and wait for what they need themselves: no compose hand-off between them.
+    assert services["model_seed"]["depends_on"]["ollama"]["condition"] == "service_started"
+    assert set(services["model_puller"]["depends_on"]) == {"ollama"}
+    # The puller's own script still runs, after the test's wait for the seeded model.
+    assert services["model_puller"]["entrypoint"][:2] == ["/bin/sh", "-c"]
+    assert 'exec /bin/sh -c "$$0"' in services["model_puller"]["entrypoint"][2]
 
 
 def test_compose_defaults_are_the_real_public_images(compose_binary: str, tmp_path: Path) -> None:
@@ -189,9 +194,10 @@ def test_one_shot_services_start_in_order_and_are_never_restarted(compose_binary
 
     assert services["model_puller"]["restart"] == "no"
     assert services["model_preloader"]["restart"] == "no"
-    assert services["model_puller"]["depends_on"]["ollama"]["condition"] == "service_healthy"
+    # Nothing waits for the server's healthcheck: the puller and the preloader wait for the server themselves.
+    assert services["model_puller"]["depends_on"]["ollama"]["condition"] == "service_started"
     preloader_deps = services["model_preloader"]["depends_on"]
-    assert preloader_deps["ollama"]["condition"] == "service_healthy"
+    assert preloader_deps["ollama"]["condition"] == "service_started"
     assert preloader_deps["model_puller"]["condition"] == "service_completed_successfully"
     assert services["model_preloader"]["environment"]["OLLAMA_HOST"] == "ollama:11434"
     assert services["model_puller"]["environment"]["OLLAMA_HOST"] == "ollama:11434"
@@ -224,10 +230,15 @@ def test_env_example_documents_every_variable(compose_binary: str) -> None:
 # --- the model_puller's loop, run with sh and a stand-in `ollama` -------------------------------------
 
 FAKE_OLLAMA = """#!/bin/sh
-# Stand-in for the ollama CLI: records each call; `show` knows $PRESENT, `pull` fails for $BROKEN.
+# Stand-in for the ollama CLI: records each call; `list` and `show` know $PRESENT (`list` fails while $DOWN
+# is set), `pull` fails for $BROKEN.
 set -f
-printf '%s %s\\n' "$1" "$2" >>"$CALLS"
+printf '%s %s\\n' "$1" "${2:-}" >>"$CALLS"
 case "$1" in
+  list) [ -z "${DOWN:-}" ] || { echo "Error: could not connect to ollama server" >&2; exit 1; }
+        echo "NAME    ID    SIZE    MODIFIED"
+        for m in $PRESENT; do echo "$m    0123456789ab    1.0 GB    2 days ago"; done
+        exit 0 ;;
   show) for m in $PRESENT; do [ "$m" = "$2" ] && exit 0; done; exit 1 ;;
   pull) for m in $BROKEN; do [ "$m" = "$2" ] && { echo "Error: pull model manifest: $2" >&2; exit 1; }; done
         exit 0 ;;
@@ -273,7 +284,28 @@ def test_puller_pulls_only_missing_models_with_options_stripped(puller_script: s
     status, calls, output = _run_puller(puller_script, tmp_path, env)
 
     assert status == 0, output
-    assert calls == ["show a:1b", "show b:2b", "pull b:2b", "show c", "pull c"]
+    # The listing that ended the wait says a:1b is present: no request of its own. The others are asked once
+    # more (another spelling of a present model would be found) and pulled.
+    assert calls == ["list ", "show b:2b", "pull b:2b", "show c", "pull c"]
+
+
+def test_puller_finds_a_model_listed_with_its_implied_latest_tag_without_asking_again(
+    puller_script: str, tmp_path: Path
+) -> None:
+    env = {"OLLAMA_PRELOAD_MODELS": "c, d:7b", "PRESENT": "c:latest d:7b"}
+    status, calls, output = _run_puller(puller_script, tmp_path, env)
+
+    assert status == 0, output
+    assert calls == ["list "]
+
+
+def test_puller_waits_for_the_server_and_gives_up_at_its_deadline(puller_script: str, tmp_path: Path) -> None:
+    env = {"OLLAMA_PRELOAD_MODELS": "a:1b", "DOWN": "1", "OLLAMA_PRELOAD_WAIT_TIMEOUT": "1s", "OLLAMA_HOST": "x:1"}
+    status, calls, output = _run_puller(puller_script, tmp_path, env)
+
+    assert status == 1
+    assert "model_puller: the server at x:1 did not answer within 1 s" in output
+    assert len(calls) > 2 and set(calls) == {"list "}  # asked again and again, nothing else
 
 
 def test_puller_fails_when_a_pull_fails_but_still_tries_the_rest(puller_script: str, tmp_path: Path) -> None:
@@ -289,7 +321,7 @@ def test_puller_falls_back_to_ollama_models_when_it_is_a_list(puller_script: str
     status, calls, output = _run_puller(puller_script, tmp_path, {"OLLAMA_MODELS": "x:1b", "PRESENT": "x:1b"})
 
     assert status == 0, output
-    assert calls == ["show x:1b"]
+    assert calls == ["list "]
 
 
 @pytest.mark.parametrize("path", ["/root/.ollama/models", "~/models", "./models"])
@@ -297,7 +329,7 @@ def test_puller_ignores_ollama_models_that_looks_like_a_path(puller_script: str,
     status, calls, output = _run_puller(puller_script, tmp_path, {"OLLAMA_MODELS": path})
 
     assert status == 0
-    assert calls == []
+    assert calls == []  # not even the wait: there is nothing to pull
     assert "looks like a path" in output
 
 
@@ -305,7 +337,7 @@ def test_puller_does_not_glob_model_names(puller_script: str, tmp_path: Path) ->
     status, calls, _ = _run_puller(puller_script, tmp_path, {"OLLAMA_PRELOAD_MODELS": "*", "PRESENT": "*"})
 
     assert status == 0
-    assert calls == ["show *"]
+    assert calls == ["list ", "show *"]  # "*" is looked for as "*:latest", so it is asked about by name
 
 
 def test_keeper_override_turns_the_preloader_into_a_restarting_service_healthy_on_ready(

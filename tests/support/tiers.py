@@ -1,6 +1,6 @@
 """Tier availability: skip with a one-line hint, or fail when the tier is required.
 
-`PRELOADER_REQUIRE_TIERS` is a comma-separated list of tiers (`real`, `docker`) or `all`; a required tier
+`PRELOADER_REQUIRE_TIERS` is a comma-separated list of tiers (`real`, `docker`, `kubernetes`) or `all`; a required tier
 that cannot run fails the test instead of skipping it, so CI can never pass with a tier silently skipped.
 """
 
@@ -15,7 +15,7 @@ import pytest
 def required_tiers() -> set[str]:
     raw = os.environ.get("PRELOADER_REQUIRE_TIERS", "")
     tiers = {part.strip().lower() for part in raw.replace(" ", ",").split(",") if part.strip()}
-    return {"real", "docker"} if "all" in tiers else tiers
+    return {"real", "docker", "kubernetes"} if "all" in tiers else tiers
 
 
 def unavailable(tier: str, why: str, how: str) -> NoReturn:
