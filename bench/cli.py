@@ -30,7 +30,7 @@ from bench import (
 from bench.plan import FULL, QUICK, REAL_SECTIONS, SECTIONS, Context, Plan, Unavailable
 from bench.procs import REPO
 from bench.real import RealKit, version
-from tests.support.real_ollama import RealOllama
+from testkit.real_ollama import RealOllama
 
 PLOT_NAME = "readiness_and_first_request.png"
 SUMMARIZERS = {

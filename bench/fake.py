@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tests.support.fake_ollama import FakeOllama, RecordedRequest
+from testkit.fake_ollama import FakeOllama, RecordedRequest
 
 
 def model_names(count: int) -> list[str]:

@@ -25,7 +25,7 @@ from bench.real import SMOLLM2, Generation, generate, unload
 from bench.stats import TIMES, cell, paired_ratios, summarize
 from bench.targets import Target
 from preloader.warm import DEFAULT_PROMPT
-from tests.support.real_ollama import RealOllama
+from testkit.real_ollama import RealOllama
 
 TARGET_RATIO = 1.2
 APP_REQUEST: dict[str, Any] = {

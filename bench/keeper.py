@@ -45,9 +45,9 @@ from bench.real import SMOLLM2, RealKit
 from bench.stats import DASH, DIVIDE, MINUS, cell, paired_ratios, seconds, summarize
 from bench.targets import Target
 from preloader.keeper import DEFAULT_INTERVAL
-from tests.support.fake_ollama import FakeOllama
-from tests.support.gguf_models import smollm2_gguf
-from tests.support.real_ollama import RealOllama, find_ollama_binary, free_port, qualify
+from testkit.fake_ollama import FakeOllama
+from testkit.gguf_models import smollm2_gguf
+from testkit.real_ollama import RealOllama, find_ollama_binary, free_port, qualify
 
 VERSION = "0.32.15"  # the newer line: the one a user installs today
 REWARM_INTERVAL = 2.0

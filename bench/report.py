@@ -77,7 +77,7 @@ def markdown(results: dict[str, Any], plot_name: str | None, md_dir: Path, plot:
         f"{' / '.join(f'{v:.2f}' for v in machine['load_average_start'])}" + _load_end(meta),
         f"- Ollama {meta.get('ollama_version') or '(real server not used)'} (`ollama serve`, "
         "`OLLAMA_CONTEXT_LENGTH=2048`), models SmolLM2-135M-Instruct Q4_1 and tiny synthetic llamas "
-        "(tests/support); fake server: `tests/support/fake_ollama.py`.",
+        "(testkit); fake server: `testkit/fake_ollama.py`.",
         f"- Python {machine['python']} (requests {machine['requests']}, tenacity {machine['tenacity']}), "
         f"{machine['bash']}, {machine['curl'].split(' (')[0]}.",
         f"- Measured code (`preloader/`, `fallback/preload_models.sh`): commit {machine['commit'] or 'unknown'}"

@@ -18,7 +18,7 @@ from bench.plan import Context
 from bench.real import tiny_name, unload
 from bench.stats import MINUS, TIMES, cell, paired_ratios, summarize
 from bench.targets import Target
-from tests.support.real_ollama import RealOllama
+from testkit.real_ollama import RealOllama
 
 
 def run(ctx: Context, server: RealOllama) -> dict[str, Any]:

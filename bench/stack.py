@@ -43,8 +43,8 @@ from bench.plan import Context, Unavailable
 from bench.procs import REPO
 from bench.stats import DASH, MINUS, cell, seconds, summarize
 from bench.targets import Target
-from tests.support.gguf_models import smollm2_gguf
-from tests.support.real_ollama import free_port
+from testkit.gguf_models import smollm2_gguf
+from testkit.real_ollama import free_port
 
 SMOLLM2 = "smollm2:135m"
 TARGET_SLACK = 1.5  # seconds over the floor, median
@@ -71,8 +71,8 @@ ENGINE_PROCESSES = ("dockerd", "containerd")  # plus every containerd-shim*
 
 
 def images() -> tuple[str, str]:
-    """(Ollama image, Python base image) as the Docker tier decides them: one decision, in its conftest."""
-    from tests.docker.conftest import OLLAMA_IMAGE, PYTHON_BASE_IMAGE
+    """(Ollama image, Python base image) as the Docker tier decides them: one decision, in testkit."""
+    from testkit.docker_images import OLLAMA_IMAGE, PYTHON_BASE_IMAGE
 
     return OLLAMA_IMAGE, PYTHON_BASE_IMAGE
 

@@ -20,7 +20,7 @@ from bench.real import SMOLLM2, generate, unload
 from bench.stats import DASH, TIMES, cell, paired_ratios, summarize
 from bench.targets import Target
 from preloader.warm import DEFAULT_PROMPT
-from tests.support.real_ollama import RealOllama
+from testkit.real_ollama import RealOllama
 
 TARGET_RATIO = 1.1
 WELL_BELOW = 0.5  # "well below the unbounded warm": at most half of it

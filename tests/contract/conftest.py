@@ -16,16 +16,15 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.fake_ollama import FakeOllama
-from tests.support.real_ollama import (
+from testkit.fake_ollama import FakeOllama
+from testkit.real_ollama import (
     SMOLLM2,
     TINY_BERT,
     TINY_LLAMA,
     RealOllama,
-    real_binary,
-    real_models_dir,
     supported_versions,
 )
+from tests.support.real_fixtures import real_binary, real_models_dir
 
 VERSIONS = supported_versions() or ["0.11.4"]
 # Real targets carry the `real` marker, so `-m "not real"` keeps the fast fake half of the suite.

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import requests
 
+from testkit.real_ollama import SMOLLM2, TINY_BERT, TINY_LLAMA, qualify
 from tests.contract.conftest import Server
-from tests.support.real_ollama import SMOLLM2, TINY_BERT, TINY_LLAMA, qualify
 
 pytestmark = pytest.mark.contract
 

@@ -1,10 +1,8 @@
 """Fixtures for the Docker tier: the preloader image built from the repo's Dockerfile, an Ollama container
 with SmolLM2 in it, and a private container network between them.
 
-No registry is reachable here, so the images come from `scripts/prepare_docker.sh`: a Python base and an
-Ollama image of the official image's shape, substituted only through the build argument and variables that
-users also have. Elsewhere, point PRELOADER_PYTHON_BASE_IMAGE / PRELOADER_OLLAMA_IMAGE at the real ones
-(`python:3.12-slim`, `ollama/ollama:0.32.15`).
+The images are decided in `testkit/docker_images.py` (stand-ins built by `scripts/prepare_docker.sh`, no
+registry being reachable here), substituted only through the build argument and variables that users also have.
 
 Everything a fixture creates carries the label below and is removed by that fixture, by id; nothing else
 on the engine is touched. Containers publish ports on 127.0.0.1 only.
@@ -33,32 +31,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.gguf_models import smollm2_gguf
+from testkit.docker_images import OLLAMA_IMAGE, PYTHON_BASE_IMAGE, REPO_ROOT
+from testkit.gguf_models import smollm2_gguf
 from tests.support.tiers import unavailable
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PREPARE_SCRIPT = REPO_ROOT / "scripts" / "prepare_docker.sh"
-
-
-def docker_ollama_version() -> str:
-    """The Ollama release the stand-in image holds, as scripts/prepare_docker.sh decides it.
-
-    The script is the one place it is pinned (with the same override variable); repeating it here would let
-    the two drift and the tier silently skip for want of an image.
-    """
-    override = os.environ.get("PRELOADER_DOCKER_OLLAMA_VERSION")
-    if override:
-        return override
-    match = re.search(
-        r'^OLLAMA_VERSION="\$\{PRELOADER_DOCKER_OLLAMA_VERSION:-([^}"]+)\}"', PREPARE_SCRIPT.read_text(), re.MULTILINE
-    )
-    assert match is not None, f"no OLLAMA_VERSION default found in {PREPARE_SCRIPT}"
-    return match.group(1)
-
-
-OLLAMA_VERSION = docker_ollama_version()
-PYTHON_BASE_IMAGE = os.environ.get("PRELOADER_PYTHON_BASE_IMAGE", "preloader-standin/python:3.11-slim")
-OLLAMA_IMAGE = os.environ.get("PRELOADER_OLLAMA_IMAGE", f"preloader-standin/ollama:{OLLAMA_VERSION}")
 SMOLLM2 = "smollm2:135m"
 # Marks every container, network and image these tests create, so a leak is easy to find and remove.
 TEST_LABEL = "org.ollama-preloader.test"

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 
+from testkit.real_ollama import free_port
 from tests.docker.conftest import (
     HOW_TO_ENABLE,
     OLLAMA_IMAGE,
@@ -30,7 +31,6 @@ from tests.docker.conftest import (
     parse_docker_time,
     run_cli,
 )
-from tests.support.real_ollama import free_port
 from tests.support.tiers import unavailable
 
 pytestmark = pytest.mark.docker

@@ -22,6 +22,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from testkit.real_ollama import free_port
 from tests.docker.conftest import (
     HOW_TO_ENABLE,
     OLLAMA_IMAGE,
@@ -30,7 +31,6 @@ from tests.docker.conftest import (
     SMOLLM2,
     run_cli,
 )
-from tests.support.real_ollama import free_port
 from tests.support.tiers import unavailable
 
 pytestmark = pytest.mark.docker

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_ollama import FakeOllama
+from testkit.fake_ollama import FakeOllama
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "fallback" / "preload_models.sh"

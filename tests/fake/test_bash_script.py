@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 import preloader
+from testkit.fake_ollama import FakeOllama
 from tests.fake.conftest import BASH, REPO, SCRIPT, clean_env, settings
-from tests.support.fake_ollama import FakeOllama
 
 PYTHON_HINT = "python -m preloader"
 

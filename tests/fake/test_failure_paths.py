@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.fake_ollama import FakeOllama
 from tests.fake.conftest import PYTHON, Preloader, bodies, clean_env, settings
-from tests.support.fake_ollama import FakeOllama
 
 SECRET = "hunter2-sk-0123"
 

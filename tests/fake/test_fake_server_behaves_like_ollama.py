@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.fake_ollama import BUSY_ERROR, FakeOllama
+from testkit.fake_ollama import BUSY_ERROR, FakeOllama
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
+from testkit.fake_ollama import FakeOllama
 from tests.fake.conftest import PYTHON, settings
-from tests.support.fake_ollama import FakeOllama
 
 GIB = 1024**3
 

@@ -27,7 +27,7 @@ from preloader.endpoints import Endpoints
 from preloader.keeper import Keeper
 from preloader.logs import EventLog
 from preloader.metrics import keeper_registry
-from tests.support.fake_ollama import FakeOllama
+from testkit.fake_ollama import FakeOllama
 
 INTERVAL = 0.2
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from testkit.fake_ollama import FakeOllama
 from tests.fake.conftest import BASH, PYTHON, settings
-from tests.support.fake_ollama import FakeOllama
 
 
 def free_port() -> int:

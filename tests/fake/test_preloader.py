@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from preloader.wait import ATTEMPT_READ_TIMEOUT
+from testkit.fake_ollama import FakeOllama
 from tests.fake.conftest import BASH, PYTHON, Preloader, bodies, settings
-from tests.support.fake_ollama import FakeOllama
 
 PWNED = Path("/tmp/preloader-pwned")  # created only if a model name were ever run as a shell command
 

@@ -23,8 +23,8 @@ from preloader.keeper import Keeper
 from preloader.logs import EventLog
 from preloader.metrics import keeper_registry
 from preloader.replicas import Replica, Resolution
+from testkit.fake_ollama import FakeOllama
 from tests.fake.conftest import BASH, PYTHON
-from tests.support.fake_ollama import FakeOllama
 
 
 @pytest.fixture

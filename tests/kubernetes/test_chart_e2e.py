@@ -2,7 +2,7 @@
 repository, a real Ollama 0.32.15, SmolLM2 seeded without a registry.
 
 Seeding: a models directory registered by the same Ollama release on the host (blob upload + /api/create,
-tests/support/real_ollama.py) is baked into a test image at /seed/models; the chart's `extraInitContainers`
+testkit/real_ollama.py) is baked into a test image at /seed/models; the chart's `extraInitContainers`
 copies it into each pod's models volume before the sidecar and Ollama start. That is the cheapest correct
 way here: no registry, the chart's volume semantics untouched, and the pod starts cold (nothing loaded).
 
@@ -27,9 +27,9 @@ import pytest
 import requests
 import yaml
 
+from testkit.gguf_models import smollm2_gguf
+from testkit.real_ollama import SMOLLM2, find_ollama_binary, registered_models_dir
 from tests.kubernetes.conftest import CHART, NAMESPACE_LABEL, REPO_ROOT, Cluster, unavailable
-from tests.support.gguf_models import smollm2_gguf
-from tests.support.real_ollama import SMOLLM2, find_ollama_binary, registered_models_dir
 
 pytestmark = pytest.mark.kubernetes
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.real_ollama import OllamaFactory, RealOllama, real_binary, real_models_dir, supported_versions
+from testkit.real_ollama import OllamaFactory, RealOllama, supported_versions
+from tests.support.real_fixtures import real_binary, real_models_dir
 
 _SERVERS_KEY = pytest.StashKey[list[RealOllama]]()
 VERSIONS = supported_versions() or ["(none listed)"]

@@ -28,7 +28,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.real_ollama import (
+from testkit.real_ollama import (
     SMOLLM2,
     TINY_BERT,
     TINY_LLAMA,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.real_ollama import (
+from testkit.real_ollama import (
     SMOLLM2,
     TINY_BERT,
     TINY_LLAMA,

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.real_ollama import TINY_LLAMA, RealOllama, free_port, no_egress_env, qualify
+from testkit.real_ollama import TINY_LLAMA, RealOllama, free_port, no_egress_env, qualify
 from tests.support.tiers import unavailable
 
 pytestmark = pytest.mark.real

