@@ -164,7 +164,7 @@ def run_section(section: str, ctx: Context, shared: RealOllama | None) -> dict[s
     if section == "readiness":
         return readiness.run(ctx)
     if section == "keeper":
-        return keeper.run(ctx)  # its own server: another Ollama version than the shared one
+        return keeper.run(ctx)  # its own server, which it restarts
     if section == "stack":
         return stack.run(ctx)  # the Docker engine's containers
     if section == "replicas":

@@ -27,7 +27,7 @@ from bench.targets import Target
 from preloader.warm import DEFAULT_PROMPT
 from testkit.real_ollama import RealOllama
 
-TARGET_RATIO = 1.2
+TARGET_RATIO = 1.1
 APP_REQUEST: dict[str, Any] = {
     "model": SMOLLM2,
     "prompt": "Why is the sky blue? Answer in one sentence.",

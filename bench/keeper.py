@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 
 from bench import procs
 from bench.plan import Context
-from bench.real import SMOLLM2, RealKit
+from bench.real import SMOLLM2, VERSION, RealKit
 from bench.stats import DASH, DIVIDE, MINUS, cell, paired_ratios, seconds, summarize
 from bench.targets import Target
 from preloader.keeper import DEFAULT_INTERVAL
@@ -49,7 +49,6 @@ from testkit.fake_ollama import FakeOllama
 from testkit.gguf_models import smollm2_gguf
 from testkit.real_ollama import RealOllama, find_ollama_binary, free_port, qualify
 
-VERSION = "0.32.15"  # the newer line: the one a user installs today
 REWARM_INTERVAL = 2.0
 PS_POLL = 0.02
 SETTLE = 2.0  # after /ready: start-up (imports, the first warm) is over

@@ -22,7 +22,7 @@ from bench.plan import Context
 from bench.stats import TIMES, cell, paired_ratios, summarize
 from bench.targets import Target
 
-TARGET_RATIO = 1.05
+TARGET_RATIO = 1.03
 TARGET_SIZE = 16
 
 

@@ -11,7 +11,7 @@ from typing import TextIO
 from bench.real import RealKit
 
 SECTIONS = ("first_request", "warm_cost", "overhead", "readiness", "several", "keeper", "stack", "replicas")
-# readiness has a real part too; keeper brings its own real server (another version) or falls back to the fake
+# readiness has a real part too; keeper brings its own real server or falls back to the fake
 REAL_SECTIONS = frozenset({"first_request", "warm_cost", "several"})
 
 

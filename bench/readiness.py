@@ -28,14 +28,14 @@ from bench import procs
 from bench.fake import fake_server
 from bench.plan import Context
 from bench.proxy import ReadinessProbe, RecordingProxy
-from bench.real import TINY
+from bench.real import TINY, VERSION
 from bench.stats import DASH, DIVIDE, cell, paired_ratios, summarize
 from bench.targets import Target
 from preloader.retries import FIRST_POLL as FIRST_WAIT
 from preloader.retries import MAX_POLL as MAX_WAIT
 from testkit.real_ollama import RealOllama, find_ollama_binary
 
-TARGET_LAG = 0.25
+TARGET_LAG = 0.15
 APPROACHES = {
     "package": "preloader (Python package)",
     "bash": "preloader (bash script)",
@@ -48,7 +48,7 @@ Command = Callable[[str, str], list[str]]
 
 
 def commands(ctx: Context, sleep_seconds: float) -> dict[str, Command]:
-    cli = find_ollama_binary()  # without it, the loop checks with curl instead of `ollama ps`
+    cli = find_ollama_binary(VERSION)  # without it, the loop checks with curl instead of `ollama ps`
     interval = ctx.plan.poll_interval
     return {
         "package": lambda _url, _model: procs.package_command(),
@@ -75,7 +75,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "runs": runs + real,
         "real_skipped": skipped,
         "poll_interval": ctx.plan.poll_interval,
-        "poll_check": "ollama ps" if find_ollama_binary() is not None else "curl -sf /api/ps",
+        "poll_check": "ollama ps" if find_ollama_binary(VERSION) is not None else "curl -sf /api/ps",
     }
     data["summary"] = summarize_runs(data)
     return data

