@@ -55,7 +55,6 @@ ip4() { local a b c d && IFS=. read -r a b c d <<<"$1" && REPLY=$(((10#$a << 24)
 cfg_quote() { REPLY=${1//\\/\\\\}; REPLY=${REPLY//\"/\\\"}; } # a string for curl's config syntax
 
 # --- configuration: every value is checked against a strict pattern, problems are collected --------------
-
 parse_duration() { # TEXT -> DUR_NS; integer seconds or Go units (ns us ms s m h); 1 when invalid
   local text=$1 sign=1 n unit total=0
   declare -A per=([ns]=1 [us]=1000 [ms]=1000000 [s]=1000000000 [m]=60000000000 [h]=3600000000000)
@@ -262,7 +261,6 @@ load_config() {
 }
 
 # --- HTTP: one request path --------------------------------------------------------------------------------
-
 request() { # METHOD PATH BODY CONNECT_MS MAX_MS -> STATUS ("000" when no answer), BODY, CURL_RC, ERROR
   local cfg connect max
   secs "$4"; connect=$REPLY; secs "$5"; max=$REPLY
@@ -322,7 +320,6 @@ retrying() { # WHAT MODEL then request's arguments; backoff 0.5 s doubling, up t
 }
 
 # --- steps -----------------------------------------------------------------------------------------------
-
 wait_for_server() {
   local start deadline left now attempts=0 delay=100 next_log
   now_ms; start=$REPLY deadline=$((REPLY + WAIT_MS)) next_log=$((REPLY + 5000))
@@ -441,7 +438,6 @@ verify_residency() { # every warmed model must be listed in /api/ps and not expi
 }
 
 # --- the run ---------------------------------------------------------------------------------------------
-
 finish() { # STATUS [REASON]: the summary line, best effort applied
   local status=$1 i ok=0 total=0 bad=()
   for i in "${!NAMES[@]}"; do
