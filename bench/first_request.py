@@ -58,6 +58,7 @@ PRELOADER_WARM: dict[str, Any] = {
     "prompt": DEFAULT_PROMPT,
     "stream": False,
     "options": {"num_predict": 1},
+    "raw": True,
 }
 LOAD_ONLY: dict[str, Any] = {"model": SMOLLM2}
 CONDITIONS = {
