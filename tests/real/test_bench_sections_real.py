@@ -4,38 +4,25 @@ what it says and judges its targets."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.real import VERSION
+from tests.support.bench_runs import run_bench
 from tests.support.real_fixtures import real_binary
 
 pytestmark = pytest.mark.real
 
-REPO = Path(__file__).resolve().parents[2]
 SECTIONS = ("first_request", "warm_cost", "several", "readiness")
-ONCE = ["--quick", "--reps", "1", "--no-plot"]
 
 
 def test_the_real_server_sections_run_once_on_the_current_ollama_and_judge_their_targets(tmp_path: Path) -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OLLAMA")}
-    env["PRELOADER_OLLAMA_BINS"] = str(real_binary(VERSION))
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", *ONCE, "--only", *SECTIONS, "--out", str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    bench = run_bench(
+        "--only", *SECTIONS, "--reps", "1", out=tmp_path, timeout=600, PRELOADER_OLLAMA_BINS=str(real_binary(VERSION))
     )
-    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
 
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = bench.results
     assert results["meta"]["skipped"] == {}, results["meta"]["skipped"]
     assert results["meta"]["ollama_version"] == VERSION
     first = results["sections"]["first_request"]
@@ -46,7 +33,6 @@ def test_the_real_server_sections_run_once_on_the_current_ollama_and_judge_their
     assert {run["eval_count"] for run in first["runs"]} == {16}, first["runs"]
     real_lags = [run for run in results["sections"]["readiness"]["runs"] if run.get("server") == "real"]
     assert real_lags, results["sections"]["readiness"]["runs"][:2]
-    markdown = (tmp_path / "BENCHMARKS.md").read_text()
+    markdown = bench.markdown
     for target in ("| preloaded first request |", "| warm request cost |", "real server | median ≤ 0.15 s"):
         assert target in markdown, target
-    assert "Traceback" not in result.stderr
