@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.first_request import CONDITIONS
-from bench.readiness import APPROACHES
+from bench.first_request import CONDITIONS, TARGET_RATIO
+from bench.readiness import APPROACHES, TARGET_LAG
 
 SHORT_APPROACH = {
     "package": "preloader\n(package)",
@@ -97,7 +97,7 @@ def _lag_panel(ax: Any, data: dict[str, Any]) -> None:
                 fontsize=7.5,
             )
         ax.scatter([], [], color=colours[server], label=f"{server} server")
-    ax.axhline(0.25, color="green", linestyle="--", linewidth=1, label="target 0.25 s")
+    ax.axhline(TARGET_LAG, color="green", linestyle="--", linewidth=1, label=f"target {TARGET_LAG:g} s")
     ax.set_yscale("log")
     ax.set_xticks(range(len(keys)), [SHORT_APPROACH[k] for k in keys])
     ax.set_ylabel("detection lag (s, log scale)")
@@ -119,7 +119,8 @@ def _latency_panel(ax: Any, data: dict[str, Any]) -> None:
             f"{median:.2f}\u00d7", (index, median), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8
         )
     ax.axhline(1.0, color="grey", linewidth=1, label="steady state")
-    ax.axhline(1.2, color="green", linestyle="--", linewidth=1, label="target: 1.2 \u00d7 steady")
+    target = f"target: {TARGET_RATIO:g} \u00d7 steady"
+    ax.axhline(TARGET_RATIO, color="green", linestyle="--", linewidth=1, label=target)
     labels = [f"{SHORT_CONDITION[k]}\n({_short(data['summary'][k]['wall']['median'])})" for k in keys]
     ax.set_xticks(range(len(keys)), labels)
     ax.set_ylabel("latency \u00f7 steady state (same repetition)")

