@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -41,6 +42,14 @@ def settings(fake: FakeOllama, models: str, **extra: str) -> dict[str, str]:
 
 def bodies(fake: FakeOllama, path: str) -> list[dict]:
     return [request.body for request in fake.requests_to(path)]
+
+
+# A suite started in the background (`cmd &` in a script) inherits SIGINT ignored and would pass that on to every
+# child, and Python and bash rightly keep a signal ignored on entry ignored: the SIGINT tests would then time
+# out. An exec resets handled signals to their default, so handling it here gives the children what a terminal
+# or `docker stop --signal SIGINT` gives them.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass(frozen=True)
