@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -299,11 +300,17 @@ def test_puller_finds_a_model_listed_with_its_implied_latest_tag_without_asking_
     assert calls == ["list "]
 
 
-def test_puller_waits_for_the_server_and_gives_up_at_its_deadline(puller_script: str, tmp_path: Path) -> None:
+def test_puller_waits_for_the_server_at_least_as_long_as_asked_and_gives_up_at_its_deadline(
+    puller_script: str, tmp_path: Path
+) -> None:
     env = {"OLLAMA_PRELOAD_MODELS": "a:1b", "DOWN": "1", "OLLAMA_PRELOAD_WAIT_TIMEOUT": "1s", "OLLAMA_HOST": "x:1"}
+    started = time.monotonic()
     status, calls, output = _run_puller(puller_script, tmp_path, env)
+    waited = time.monotonic() - started
 
     assert status == 1
+    # A lower bound only: a whole-second clock once let a "1 s" wait end after 0.1 s.
+    assert waited >= 1.0
     assert "model_puller: the server at x:1 did not answer within 1 s" in output
     assert len(calls) > 2 and set(calls) == {"list "}  # asked again and again, nothing else
 
