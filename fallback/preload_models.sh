@@ -33,6 +33,7 @@ PART='[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}'
 NAMESPACE='[A-Za-z0-9_][A-Za-z0-9_-]{0,79}'
 HOSTPART='[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}(:[0-9]{1,5})?'
 C='"[[:space:]]*:[[:space:]]*' # the end of a JSON key: JSON allows spaces around the colon
+RFC3339='([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?(Z|([+-])([0-9]{2}):([0-9]{2}))'
 
 PROBLEMS=() NAMES=() KEYS=() CLOUD=() OPTIONS=() KA_WIRE=() KA_NS=() OUTCOME=() WARMED=()
 CHILD="" TMP="" DEFAULT_KA_W="" DEFAULT_KA_N=""
@@ -52,6 +53,12 @@ join() { local IFS=,; REPLY="$*"; REPLY=${REPLY//,/, }; }
 pause() { secs "$1"; sleep "$REPLY" & CHILD=$!; wait "$CHILD"; CHILD=""; } # wait: signals interrupt it
 trim() { REPLY=${1#"${1%%[![:space:]]*}"}; REPLY=${REPLY%"${REPLY##*[![:space:]]}"}; }
 ip4() { local a b c d && IFS=. read -r a b c d <<<"$1" && REPLY=$(((10#$a << 24) | (10#$b << 16) | (10#$c << 8) | 10#${d:-0})); }
+unix_time() { # RFC 3339 TIME -> REPLY: seconds since 1970, in bash (a `date` per model cost more than all the rest)
+  [[ $1 =~ ^$RFC3339$ ]] || return 1 # then days from the civil date, years from March: Hinnant's days_from_civil
+  local t=("${BASH_REMATCH[@]}") && local y=$((10#${t[1]} - (10#${t[2]} <= 2))) m=$(((10#${t[2]} + 9) % 12))
+  REPLY=$(((365 * y + y / 4 - y / 100 + y / 400 + (153 * m + 2) / 5 + 10#${t[3]} - 719469) * 86400 + 10#${t[4]} * 3600 +
+    10#${t[5]} * 60 + 10#${t[6]} - ${t[9]:-+}1 * (10#${t[10]:-0} * 3600 + 10#${t[11]:-0} * 60)))
+}
 cfg_quote() { REPLY=${1//\\/\\\\}; REPLY=${REPLY//\"/\\\"}; } # a string for curl's config syntax
 
 # --- configuration: every value is checked against a strict pattern, problems are collected --------------
@@ -114,7 +121,7 @@ parse_host() { # OLLAMA_HOST as Ollama reads it; odd forms are refused -> BASE_U
   [[ $text == ollama.com ]] && text=https://ollama.com:443
   if [[ $text =~ ^(https?)://(.*)$ ]]; then
     SCHEME=${BASH_REMATCH[1]} text=${BASH_REMATCH[2]}
-    HOST_PORT=$([[ $SCHEME == http ]] && echo 80 || echo 443)
+    HOST_PORT=443 && [[ $SCHEME == http ]] && HOST_PORT=80
   fi
   [[ $text == */* ]] && path=${text#*/} text=${text%%/*}
   if [[ $text =~ ^\[([0-9A-Fa-f:.]+)\](:([0-9]{1,5}))?$ ]] || [[ $text =~ ^([0-9A-Fa-f]*:[0-9A-Fa-f]*:[0-9A-Fa-f:.]*)()$ ]] ||
@@ -130,9 +137,9 @@ parse_host() { # OLLAMA_HOST as Ollama reads it; odd forms are refused -> BASE_U
     return
   fi
   case $host in "" | 0.0.0.0) host=127.0.0.1 ;; ::) host=::1 ;; esac # a wildcard bind means this machine
-  HOST_NAME=${host,,}
+  HOST_NAME=${host,,} && [[ $host == *:* ]] && host="[$host]"
   while [[ $path == */ ]]; do path=${path%/}; done
-  BASE_URL="$SCHEME://$([[ $host == *:* ]] && echo "[$host]" || echo "$host"):$HOST_PORT${path:+/$path}"
+  BASE_URL="$SCHEME://$host:$HOST_PORT${path:+/$path}"
 }
 
 no_proxy_matches() { # Go's httpproxy rules for NO_PROXY / no_proxy against HOST_NAME and HOST_PORT
@@ -216,8 +223,8 @@ parse_entry() { # TEXT: name[?key=value&...] -> appends to NAMES KEYS CLOUD OPTI
       problem "OLLAMA_PRELOAD_MODELS: the entry option '$key' (in '$text') is not supported by the bash fallback, which knows num_ctx, num_batch, num_gpu, num_thread, use_mmap and keep_alive; $PYTHON_HINT"
     fi
   done
-  NAMES+=("$name") KEYS+=("${shown,,}") OPTIONS+=("$options") KA_WIRE+=("$ka_w") KA_NS+=("$ka_n")
-  CLOUD+=("$([[ $tag == cloud || $tag == *-cloud ]] && echo 1)")
+  local cloud="" && [[ $tag == cloud || $tag == *-cloud ]] && cloud=1
+  NAMES+=("$name") KEYS+=("${shown,,}") OPTIONS+=("$options") KA_WIRE+=("$ka_w") KA_NS+=("$ka_n") CLOUD+=("$cloud")
 }
 
 load_config() {
@@ -299,8 +306,7 @@ request() { # METHOD PATH BODY CONNECT_MS MAX_MS -> STATUS ("000" when no answer
 }
 
 transient() { # the last failure may pass: no answer at all (but a timeout), 499/502/503/504, other 5xx
-  local text
-  [[ $STATUS == 000 ]] && return $((CURL_RC == 28))
+  local text && [[ $STATUS == 000 ]] && return $((CURL_RC == 28))
   [[ $STATUS =~ ^(499|502|503|504)$ ]] && return 0
   ((STATUS >= 500)) || return 1
   for text in "${DETERMINISTIC_5XX[@]}"; do [[ $ERROR == *"$text"* ]] && return 1; done
@@ -308,12 +314,10 @@ transient() { # the last failure may pass: no answer at all (but a timeout), 499
 }
 
 retrying() { # WHAT MODEL then request's arguments; backoff 0.5 s doubling, up to 10 s
-  local what=$1 model=$2 attempt=1 delay=500
-  shift 2
+  local what=$1 model=$2 attempt=1 delay=500 && shift 2
   until request "$@"; do
     transient && ((attempt < ATTEMPTS)) || return 1
-    fmt_ms "$delay"
-    log "$model: warning: $what attempt $attempt failed ($ERROR); retrying in $REPLY"
+    fmt_ms "$delay" && log "$model: warning: $what attempt $attempt failed ($ERROR); retrying in $REPLY"
     pause "$delay"
     delay=$((delay * 2 > 10000 ? 10000 : delay * 2)) attempt=$((attempt + 1))
   done
@@ -393,21 +397,22 @@ warm_model() { # INDEX -> OUTCOME[i] = warmed | failed | skipped
 }
 
 verify_residency() { # every warmed model must be listed in /api/ps and not expired
-  local i chunk rest="" key names="" now=$EPOCHSECONDS epoch size=0 vram=0
-  declare -A where=() expiry=()
+  local i chunk chunks=() key names="" now=$EPOCHSECONDS size=0 vram=0
+  declare -A where=() expiry=() ends=()
   ((${#WARMED[@]})) || return 0
-  if retrying list preloader GET /api/ps "" 10000 60000; then
-    [[ $BODY =~ \"models$C\[(.*)$ ]] && rest=${BASH_REMATCH[1]} || ERROR="/api/ps answered without a list of models"
+  if retrying list preloader GET /api/ps "" 10000 60000; then # one piece per model, split at its "name": small regexes
+    [[ $BODY =~ \"models$C\[(.*)$ ]] && IFS=$'\x1f' read -r -d '' -a chunks <<<"${BASH_REMATCH[1]//\"name\"/$'\x1f'}"
+    ((${#chunks[@]})) || ERROR="/api/ps answered without a list of models"
   fi
-  while [[ -z $ERROR && $rest =~ \"name$C\"([^\"]*)\"(.*)$ ]]; do
-    key=${BASH_REMATCH[1]} rest=${BASH_REMATCH[2]} && chunk=${rest%%\"name\"*}
-    [[ $key =~ ^[A-Za-z0-9_./:-]{1,600}$ && $chunk =~ \"size$C([0-9]{1,18})[,}] ]] && size=${BASH_REMATCH[1]} &&
+  for chunk in "${chunks[@]:1}"; do
+    [[ $chunk =~ ^[[:space:]]*:[[:space:]]*\"([A-Za-z0-9_./:-]+)\" ]] && key=${BASH_REMATCH[1]} &&
+      [[ $chunk =~ \"size$C([0-9]{1,18})[,}] ]] && size=${BASH_REMATCH[1]} &&
       [[ $chunk =~ \"size_vram$C([0-9]{1,18})[,}] ]] && vram=${BASH_REMATCH[1]} &&
-      [[ $chunk =~ \"expires_at$C\"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{8,18}(Z|[+-][0-9]{2}:[0-9]{2}))\" ]] ||
-      { ERROR="/api/ps answered in a form this script does not read" && continue; }
+      [[ $chunk =~ \"expires_at$C\"($RFC3339)\" ]] ||
+      { ERROR="/api/ps answered in a form this script does not read" && break; }
     names+="${names:+, }$key" key=${key,,} key=${key#registry.ollama.ai/} key=${key#library/}
     [[ ${key##*/} == *:* ]] || key+=":latest"
-    expiry[$key]=${BASH_REMATCH[1]}
+    expiry[$key]=${BASH_REMATCH[1]} && unix_time "${expiry[$key]}" && ends[$key]=$REPLY
     if ((size <= 0 || vram <= 0)); then where[$key]="100% CPU"; elif ((vram >= size)); then where[$key]="100% GPU"
     else where[$key]="$((100 - (100 * vram + size / 2) / size))%/$(((100 * vram + size / 2) / size))% CPU/GPU"; fi
   done
@@ -425,12 +430,10 @@ verify_residency() { # every warmed model must be listed in /api/ps and not expi
       fi
       OUTCOME[i]=evicted && join "${WARMED[@]}"
       log "${NAMES[i]}: not resident: warmed, but no longer loaded: the server unloaded it, most likely to make room for another model. This run warmed ${#WARMED[@]} model(s) ($REPLY); loaded now: ${names:-nothing}. Ollama keeps at most OLLAMA_MAX_LOADED_MODELS models (default 3 per GPU, 3 on CPU) and evicts when memory runs short: raise that setting on the server, list fewer models, or give it more memory"
-    elif ((10#${expiry[$key]:0:4} >= 2200)); then
+    elif ((ends[$key] >= 7258118400)); then # 2200 or later: keep_alive -1, which Ollama writes as a date in 2318
       log "${NAMES[i]}: resident (${where[$key]}, expires forever)"
-    elif ! epoch=$(date -d "${expiry[$key]}" +%s 2>/dev/null); then
-      OUTCOME[i]=unverified && log "${NAMES[i]}: could not verify: this date cannot read the expiry '${expiry[$key]}'"
-    elif ((epoch > now)); then
-      countdown $((epoch - now)) && log "${NAMES[i]}: resident (${where[$key]}, expires in $REPLY)"
+    elif ((ends[$key] > now)); then
+      countdown $((ends[$key] - now)) && log "${NAMES[i]}: resident (${where[$key]}, expires in $REPLY)"
     else
       OUTCOME[i]=evicted && log "${NAMES[i]}: not resident: /api/ps lists it, but it expired at ${expiry[$key]}"
     fi

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -382,6 +383,25 @@ def test_a_listed_model_is_resident_only_while_its_expiry_is_ahead(
     assert result.returncode == status, result.stdout
     assert re.search(rf"^m: .*{phrase}", result.stdout, re.MULTILINE), result.stdout
     assert f"(exit {status})" in result.stdout.splitlines()[-1]
+
+
+def test_an_expiry_written_with_a_utc_offset_is_read_in_that_offset(fake: FakeOllama, preloader: Preloader) -> None:
+    # Ollama writes expires_at in the server's time zone. Read without its offset, "behind" (a minute ago at
+    # +05:00) would look five hours ahead, and "ahead" (ten minutes ahead at -05:30) long expired.
+    now = datetime.now(timezone.utc)
+    ahead = (now + timedelta(minutes=10)).astimezone(timezone(-timedelta(hours=5, minutes=30)))
+    behind = (now - timedelta(minutes=1)).astimezone(timezone(timedelta(hours=5)))
+    rows = [
+        {"name": f"{name}:latest", "model": f"{name}:latest", "size": 10, "size_vram": 10, "expires_at": at}
+        for name, at in (("ahead", ahead.isoformat(timespec="microseconds")), ("behind", behind.isoformat()))
+    ]
+    for name in ("ahead", "behind"):
+        fake.add_model(name)
+    fake.fail("/api/ps", 200, raw_body=json.dumps({"models": rows}).encode(), times=99)
+    result = preloader.run(**settings(fake, "ahead,behind"))
+    assert result.returncode == 4, result.stdout
+    assert re.search(r"^ahead: resident \(100% GPU, expires in (10m|9m5\d)", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^behind: not resident", result.stdout, re.MULTILINE), result.stdout
 
 
 def test_listing_more_models_than_the_server_keeps_is_warned_about_before_warming(
