@@ -261,7 +261,7 @@ load_config() {
   parse_bool OLLAMA_PRELOAD_VERBOSE && VERBOSE=$BOOL
   command -v curl >/dev/null || problem "curl is not installed: this script sends its requests with it"
   API_KEY=${OLLAMA_API_KEY:-}
-  unset OLLAMA_API_KEY # children (curl, sleep, date) never inherit it
+  unset OLLAMA_API_KEY # children (curl, sleep, mktemp, rm) never inherit it
   [[ -z $API_KEY || $API_KEY =~ ^[[:graph:]]{1,4096}$ ]] ||
     problem "OLLAMA_API_KEY holds spaces or control characters (value not shown): a bearer token is visible ASCII only"
   ((${#PROBLEMS[@]} == 0))
