@@ -53,11 +53,10 @@ join() { local IFS=,; REPLY="$*"; REPLY=${REPLY//,/, }; }
 pause() { secs "$1"; sleep "$REPLY" & CHILD=$!; wait "$CHILD"; CHILD=""; } # wait: signals interrupt it
 trim() { REPLY=${1#"${1%%[![:space:]]*}"}; REPLY=${REPLY%"${REPLY##*[![:space:]]}"}; }
 ip4() { local a b c d && IFS=. read -r a b c d <<<"$1" && REPLY=$(((10#$a << 24) | (10#$b << 16) | (10#$c << 8) | 10#${d:-0})); }
-unix_time() { # RFC 3339 TIME -> REPLY: seconds since 1970, in bash (a `date` per model cost more than all the rest)
-  [[ $1 =~ ^$RFC3339$ ]] || return 1 # then days from the civil date, years from March: Hinnant's days_from_civil
-  local t=("${BASH_REMATCH[@]}") && local y=$((10#${t[1]} - (10#${t[2]} <= 2))) m=$(((10#${t[2]} + 9) % 12))
-  REPLY=$(((365 * y + y / 4 - y / 100 + y / 400 + (153 * m + 2) / 5 + 10#${t[3]} - 719469) * 86400 + 10#${t[4]} * 3600 +
-    10#${t[5]} * 60 + 10#${t[6]} - ${t[9]:-+}1 * (10#${t[10]:-0} * 3600 + 10#${t[11]:-0} * 60)))
+unix_time() { # the 11 groups of an $RFC3339 match -> REPLY: seconds since 1970 (a `date` per model cost more than the rest)
+  local y=$((10#$1 - (10#$2 <= 2))) m=$(((10#$2 + 9) % 12)) # days from the civil date, years from March: Hinnant's days_from_civil
+  REPLY=$(((365 * y + y / 4 - y / 100 + y / 400 + (153 * m + 2) / 5 + 10#$3 - 719469) * 86400 + 10#$4 * 3600 + 10#$5 * 60 + 10#$6 -
+    ${9:-+}1 * (10#${10:-0} * 3600 + 10#${11:-0} * 60)))
 }
 cfg_quote() { REPLY=${1//\\/\\\\}; REPLY=${REPLY//\"/\\\"}; } # a string for curl's config syntax
 
@@ -412,7 +411,7 @@ verify_residency() { # every warmed model must be listed in /api/ps and not expi
       { ERROR="/api/ps answered in a form this script does not read" && break; }
     names+="${names:+, }$key" key=${key,,} key=${key#registry.ollama.ai/} key=${key#library/}
     [[ ${key##*/} == *:* ]] || key+=":latest"
-    expiry[$key]=${BASH_REMATCH[1]} && unix_time "${expiry[$key]}" && ends[$key]=$REPLY
+    expiry[$key]=${BASH_REMATCH[1]} && unix_time "${BASH_REMATCH[@]:2}" && ends[$key]=$REPLY
     if ((size <= 0 || vram <= 0)); then where[$key]="100% CPU"; elif ((vram >= size)); then where[$key]="100% GPU"
     else where[$key]="$((100 - (100 * vram + size / 2) / size))%/$(((100 * vram + size / 2) / size))% CPU/GPU"; fi
   done
